@@ -1,0 +1,162 @@
+"""Benchmark the index and dequant kernels against the copy-bandwidth ceiling (GPU).
+
+    python scripts/bench_kernels.py [--sweep] [--quick]
+
+Dequant at 32k / 262k / 1M random rows of a C4 cache several times larger than
+L2; combine at 8k / 32k queries (top-k 512, window 128, every query past the
+top-k warm-up so rows are full); SWA token ids for a 32k chunk. Bytes count
+each input read once and each output written once. ``--sweep`` also times
+every block-size/warp configuration, which is how the constants in the kernel
+files were chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+import torch
+
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, device_summary, median_ms, print_table, save_json
+from sglang_dsv4_sparse.kernels import dequant as dequant_mod
+from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices
+from sglang_dsv4_sparse.kernels.indices import combine as combine_mod
+from sglang_dsv4_sparse.kernels.indices import swa_token_ids as swa_mod
+
+# Spec anchors (SGLang's own Triton kernels, one H200, 2026-11-21): context only;
+# the in-run ceiling is the copy bandwidth measured here.
+SGLANG_DEQUANT_TBPS = {32768: 2.31, 262144: 3.16, 1048576: 3.27}
+SGLANG_COMBINE_US = {8192: 15.8, 32768: 42.9}
+
+
+def bench_dequant(rows_list, gen, sweep):
+    page_size = L.C4_PAGE_SIZE
+    capacity = max(rows_list) * 2  # a cache of 2x the rows read: ~1.2 GB at 1M rows
+    num_pages = -(-capacity // page_size)
+    cache = torch.randint(0, 256, (num_pages, L.page_bytes(page_size)), dtype=torch.uint8, device="cuda")
+    results, sweep_rows = [], []
+    for n in rows_list:
+        # Several id sets: repeated runs over one set would re-read L2-resident rows.
+        id_sets = [torch.randperm(num_pages * page_size, device="cuda")[:n].int() for _ in range(4)]
+        out = torch.empty((n, 1, L.HEAD_DIM), dtype=torch.bfloat16, device="cuda")
+        step = itertools.cycle(id_sets)
+        fn = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step), page_size, out=out)  # noqa: E731
+        moved = n * (L.TOKEN_BYTES + 2 * L.HEAD_DIM + 4)
+        if sweep and n == rows_list[min(1, len(rows_list) - 1)]:
+            default = (dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS)
+            for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
+                dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = bt, nw
+                ms = median_ms(fn)
+                sweep_rows.append(("dequant", n, bt, nw, ms * 1e3, moved / ms / 1e9))
+            dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
+        ms = median_ms(fn)
+        results.append(dict(kernel="dequant", size=n, us=ms * 1e3, tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n)))
+    return results, sweep_rows
+
+
+def _combine_inputs(num_queries, prefix, topk, window, copies):
+    seq = torch.tensor([prefix + num_queries], dtype=torch.int32, device="cuda")
+    ext = torch.tensor([num_queries], dtype=torch.int32, device="cuda")
+    gather = torch.minimum(seq, ext + window - 1)
+    compressed = seq // 4
+    base = dict(
+        query_start_loc=torch.tensor([0, num_queries], dtype=torch.int32, device="cuda"),
+        query_pos=torch.arange(prefix, prefix + num_queries, dtype=torch.int32, device="cuda"),
+        seq_lens=seq,
+        gather_lens=gather,
+        compressed_base=torch.zeros(1, dtype=torch.int32, device="cuda"),
+        swa_base=compressed.int(),
+    )
+    tops = [torch.randint(0, int(compressed), (num_queries, topk), dtype=torch.int32, device="cuda") for _ in range(copies)]
+    return base, tops
+
+
+def bench_combine(queries_list, sweep):
+    topk, window = 512, L.SWA_WINDOW
+    results, sweep_rows = [], []
+    for n in queries_list:
+        base, tops = _combine_inputs(n, prefix=131072, topk=topk, window=window, copies=4)
+        width = combine_mod.combined_index_width(topk, window)
+        outs = [torch.empty((n, width), dtype=torch.int32, device="cuda") for _ in tops]
+        lens = torch.empty(n, dtype=torch.int32, device="cuda")
+        step = itertools.cycle(range(len(tops)))
+
+        def fn():
+            i = next(step)
+            combine_topk_swa_indices(
+                tops[i], base["query_start_loc"], base["query_pos"], base["seq_lens"], base["gather_lens"],
+                base["compressed_base"], base["swa_base"], window, 4, topk, out_indices=outs[i], out_lens=lens,
+            )
+
+        moved = n * (topk * 4 + width * 4 + 4 + 4)
+        if sweep and n == queries_list[-1]:
+            default = (combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS)
+            for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
+                combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = bt, nw
+                ms = median_ms(fn)
+                sweep_rows.append(("combine", n, bt, nw, ms * 1e3, moved / ms / 1e9))
+            combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = default
+        ms = median_ms(fn)
+        results.append(dict(kernel="combine", size=n, us=ms * 1e3, tbps=moved / ms / 1e9, anchor_us=SGLANG_COMBINE_US.get(n)))
+    return results, sweep_rows
+
+
+def bench_swa_ids(sweep):
+    # One 32k chunk of 8 requests with 120k-token prefixes, in a big pool table.
+    reqs, ext, prefix = 8, 4096, 120_000
+    seq = torch.full((reqs,), prefix + ext, dtype=torch.int32, device="cuda")
+    ext_t = torch.full((reqs,), ext, dtype=torch.int32, device="cuda")
+    pool = torch.randperm(64, device="cuda")[:reqs].int()
+    table = torch.randint(0, 1 << 24, (64, prefix + ext + 8), dtype=torch.int32, device="cuda")
+    full_to_swa = torch.randint(0, 1 << 20, (1 << 24,), dtype=torch.int64, device="cuda")
+    total = reqs * (ext + L.SWA_WINDOW - 1)
+    fn = lambda: build_swa_token_ids(seq, ext_t, pool, table, full_to_swa, L.SWA_WINDOW, total)  # noqa: E731
+    sweep_rows = []
+    if sweep:
+        default = (swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS)
+        for block, nw in itertools.product((128, 256, 512, 1024, 2048), (2, 4, 8)):
+            swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = block, nw
+            sweep_rows.append(("swa ids", total, block, nw, median_ms(fn) * 1e3, float("nan")))
+        swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = default
+    ms = median_ms(fn)
+    return [dict(kernel="swa ids", size=total, us=ms * 1e3, tbps=float("nan"))], sweep_rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sweep", action="store_true", help="also time every block/warp configuration")
+    ap.add_argument("--quick", action="store_true", help="smallest sizes only")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_kernels.py needs a CUDA GPU", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    gen = torch.Generator(device="cuda")
+    ceiling = copy_bandwidth_tbps()
+    rows_list = [32768] if args.quick else [32768, 262144, 1048576]
+    queries = [8192] if args.quick else [8192, 32768]
+    results, sweep_rows = [], []
+    for part in (bench_dequant(rows_list, gen, args.sweep), bench_combine(queries, args.sweep), bench_swa_ids(args.sweep)):
+        results += part[0]
+        sweep_rows += part[1]
+    if sweep_rows:
+        print_table("sweep (block, warps)", ["kernel", "size", "block", "warps", "us", "TB/s"], sweep_rows)
+    table = []
+    for r in results:
+        pct = 100 * r["tbps"] / ceiling if r["tbps"] == r["tbps"] else float("nan")
+        anchor = r.get("anchor") or r.get("anchor_us") or ""
+        table.append((r["kernel"], r["size"], r["us"], r["tbps"], pct, anchor))
+    print(f"\ndevice: {device_summary()}; copy ceiling {ceiling:.2f} TB/s (read + write), same run")
+    print_table(
+        "index and dequant kernels (median)",
+        ["kernel", "rows/queries", "us", "TB/s", "% of copy", "SGLang anchor (spec: TB/s or us)"],
+        table,
+    )
+    save_json("bench_kernels.json", dict(device=device_summary(), copy_tbps=ceiling, results=results, sweep=sweep_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

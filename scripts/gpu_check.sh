@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: install carried wheels, run the test suite on CUDA,
+# then the benchmarks and the end-to-end check; a short summary table comes last.
+#
+#   bash scripts/gpu_check.sh [--quick] [--sweep] [--skip-tests]
+#
+# Wheels (FlashMLA: sgl-flash-mla) are taken from .whl/ when present; logs and
+# JSON results go to $OUT (or ./gpu_check_out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+QUICK=""; SWEEP=""; SKIP_TESTS=0
+for a in "$@"; do
+  case "$a" in
+    --quick) QUICK="--quick" ;;
+    --sweep) SWEEP="--sweep" ;;
+    --skip-tests) SKIP_TESTS=1 ;;
+    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$a'" >&2; exit 2 ;;
+  esac
+done
+OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
+export PYTHONUNBUFFERED=1
+if ! nvidia-smi -L >/dev/null 2>&1; then echo "gpu_check.sh: no NVIDIA GPU visible (nvidia-smi -L failed)" >&2; exit 2; fi
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "gpu_check.sh: installing .whl/ failed" >&2; exit 2; }
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+else
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+python3 -c "import flash_mla; print('flash_mla', flash_mla.__file__)" 2>/dev/null || echo "flash_mla: not importable (FlashMLA comparisons skipped)"
+
+status=()
+run_step() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo; echo "### $name: $*"
+  "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
+}
+
+if [ "$SKIP_TESTS" = 0 ]; then
+  run_step tests python3 -m pytest tests -q -x -p no:cacheprovider
+fi
+run_step bench_kernels python3 scripts/bench_kernels.py $QUICK $SWEEP
+[ -f scripts/bench_attention.py ] && run_step bench_attention python3 scripts/bench_attention.py $QUICK
+[ -f scripts/e2e_stack.py ] && run_step e2e_stack python3 scripts/e2e_stack.py $QUICK
+
+echo; echo "===== gpu_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+for s in "${status[@]}"; do echo "$s"; done
+grep -h "passed\|failed" "$OUT/tests.log" 2>/dev/null | tail -1
+for f in bench_kernels bench_attention e2e_stack; do
+  [ -f "$OUT/$f.log" ] && { echo "--- $f"; awk '/^== /{p=1} p' "$OUT/$f.log" | tail -40; }
+done

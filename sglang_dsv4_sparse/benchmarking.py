@@ -1,0 +1,60 @@
+"""Timing helpers shared by the benchmark scripts (GPU only).
+
+Medians of CUDA-event timings through ``triton.testing.do_bench``, the
+device-to-device copy bandwidth measured in the same run as the ceiling, and
+a plain-text table printer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Callable, Sequence
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
+    """Median milliseconds of ``fn`` (CUDA events; L2 flushed between runs by do_bench)."""
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def copy_bandwidth_tbps(num_bytes: int = 2 << 30) -> float:
+    """Device-to-device copy bandwidth, bytes read plus written, in TB/s."""
+    src = torch.empty(num_bytes, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src))
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * num_bytes / (ms * 1e-3) / 1e12
+
+
+def device_summary() -> str:
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB"
+
+
+def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in headers]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    print(f"\n== {title}")
+    for n, r in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _fmt(c: object) -> str:
+    if isinstance(c, float):
+        return f"{c:.3g}" if abs(c) < 100 else f"{c:.0f}"
+    return str(c)
+
+
+def save_json(name: str, payload: object) -> None:
+    """Write ``payload`` to ``$OUT/name`` when OUT is set (the device tool's output folder)."""
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, name), "w") as f:
+            json.dump(payload, f, indent=1)

@@ -1,0 +1,1 @@
+"""Triton kernels; each module holds one kernel and its thin validating wrapper."""

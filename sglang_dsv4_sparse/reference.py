@@ -1,0 +1,174 @@
+"""Pure-torch references for every kernel in the package: the test oracles.
+
+They favour being obviously right over being fast: plain loops over requests
+and queries, int64 everywhere, fp32/fp64 arithmetic.  (The cache quantizer and
+dequant reference live with the layout in :mod:`sglang_dsv4_sparse.layout`.)
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import layout as L
+
+
+def build_swa_token_ids_reference(
+    seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, swa_window: int
+):
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids`."""
+    ids, first_pos, gather_lens = [], [], []
+    for r in range(seq_lens.shape[0]):
+        seq_len, ext = int(seq_lens[r]), int(extend_seq_lens[r])
+        g = min(seq_len, ext + swa_window - 1)
+        first = seq_len - g
+        full = req_to_token[int(req_pool_indices[r]), first:seq_len].long()
+        ids.append(full_to_swa[full].long())
+        first_pos.append(first)
+        gather_lens.append(g)
+    gl = torch.tensor(gather_lens, dtype=torch.int64)
+    offsets = torch.zeros(len(gather_lens) + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(gl, 0)
+    flat = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.int64)
+    return flat, torch.tensor(first_pos, dtype=torch.int64), gl, offsets
+
+
+def combine_topk_swa_indices_reference(
+    topk_indices,
+    query_start_loc,
+    query_pos,
+    seq_lens,
+    gather_lens,
+    compressed_base,
+    swa_base,
+    window_size: int,
+    compress_ratio: int,
+    topk: int,
+    swa_indices: Optional[torch.Tensor] = None,
+    swa_lengths: Optional[torch.Tensor] = None,
+):
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`."""
+    num_tokens = topk_indices.shape[0]
+    width = -(-(topk + window_size) // L.INDEX_ROW_ALIGN) * L.INDEX_ROW_ALIGN
+    out = torch.full((num_tokens, width), -1, dtype=torch.int64)
+    lens = torch.zeros(num_tokens, dtype=torch.int64)
+    qsl = query_start_loc.long().cpu() - int(query_start_loc[0])
+    for r in range(seq_lens.shape[0]):
+        gather_start = int(seq_lens[r]) - int(gather_lens[r])
+        for t in range(int(qsl[r]), min(int(qsl[r + 1]), num_tokens)):
+            pos = int(query_pos[t])
+            k = min((pos + 1) // compress_ratio, topk)
+            row = topk_indices[t, :k].long()
+            out[t, :k] = torch.where(row >= 0, row + int(compressed_base[r]), -1)
+            if swa_indices is None:
+                w = min(pos + 1, window_size)
+                first = int(swa_base[r]) + pos - w + 1 - gather_start
+                out[t, k : k + w] = torch.arange(first, first + w)
+            else:
+                w = int(swa_lengths[t])
+                rel = swa_indices[t, :w].long()
+                out[t, k : k + w] = torch.where(rel >= 0, rel + int(swa_base[r]), -1)
+            lens[t] = k + w
+    return out, lens
+
+
+def sparse_attention_reference(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    sm_scale: float,
+    d_v: int = L.HEAD_DIM,
+    attn_sink: Optional[torch.Tensor] = None,
+    topk_length: Optional[torch.Tensor] = None,
+):
+    """fp32 sparse MLA attention with FlashMLA's ``flash_mla_sparse_fwd`` contract.
+
+    ``q [s_q, h, d]``, ``kv [s_kv, 1, d]``, ``indices [s_q, 1, topk]``: an index
+    of -1 or >= s_kv, or at a column >= ``topk_length[s]``, is skipped.
+    Returns ``(out [s_q, h, d_v] fp32, max_logits [s_q, h], lse [s_q, h])`` with
+    the natural-log lse; a query with no valid key gives ``out = 0``,
+    ``lse = -inf`` and ``max_logits = -inf``.  With ``attn_sink`` the output is
+    scaled by ``1 / (1 + exp(attn_sink[h] - lse))`` and lse is unchanged.
+    """
+    s_q, h, _ = q.shape
+    s_kv = kv.shape[0]
+    idx = indices[:, 0, :].long()
+    valid = (idx >= 0) & (idx < s_kv)
+    if topk_length is not None:
+        valid &= torch.arange(idx.shape[1], device=idx.device)[None, :] < topk_length.long()[:, None]
+    keys = kv[:, 0, :].float()[idx.clamp(0, max(s_kv - 1, 0))]  # [s_q, topk, d]
+    logits = torch.einsum("shd,skd->shk", q.float(), keys) * sm_scale
+    logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
+    max_logits = logits.amax(dim=-1)
+    lse = torch.logsumexp(logits, dim=-1)
+    probs = torch.exp(logits - torch.where(torch.isfinite(lse), lse, 0)[..., None])
+    probs = torch.where(valid[:, None, :], probs, 0.0)
+    out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v])
+    if attn_sink is not None:
+        out = out / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
+    return out, max_logits, lse
+
+
+def paged_rows_and_indices(
+    k_cache: torch.Tensor, indices: torch.Tensor, page_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dequantize every cache row an index tensor names, and re-index into them.
+
+    Returns ``(kv [n, 1, 512] bf16, local [same shape as indices])`` with -1 for
+    negative ids, so paged decode can be checked with the materialized reference.
+    """
+    flat = indices.reshape(-1).long()
+    uniq, inverse = torch.unique(flat.clamp_min(-1), return_inverse=True)
+    rows = L.dequantize_paged_reference(k_cache, uniq.clamp_min(0), page_size)
+    local = torch.where(flat >= 0, inverse, -1).view(indices.shape)
+    return rows, local
+
+
+def sparse_decode_paged_reference(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    page_size: int,
+    indices: torch.Tensor,
+    topk_length: Optional[torch.Tensor],
+    softmax_scale: float,
+    attn_sink: Optional[torch.Tensor] = None,
+    extra_k_cache: Optional[torch.Tensor] = None,
+    extra_page_size: Optional[int] = None,
+    extra_indices: Optional[torch.Tensor] = None,
+    extra_topk_length: Optional[torch.Tensor] = None,
+    d_v: int = L.HEAD_DIM,
+):
+    """fp32 reference for the fused paged-fp8 sparse decode.
+
+    ``q [b, s_q, h, 512]``; ``indices [b, s_q, topk]`` token ids into ``k_cache``
+    (-1 skipped, and only the first ``topk_length[b]`` columns count); the
+    optional extra cache is attended in the same softmax.  Returns
+    ``(out [b, s_q, h, d_v] fp32, lse [b, s_q, h])``.
+    """
+    b, s_q, h, d = q.shape
+    parts = []
+    for cache, ps, idx, lens in (
+        (k_cache, page_size, indices, topk_length),
+        (extra_k_cache, extra_page_size, extra_indices, extra_topk_length),
+    ):
+        if cache is None:
+            continue
+        ids = idx.long().clone()
+        if lens is not None:
+            cols = torch.arange(ids.shape[-1], device=ids.device)
+            ids = torch.where(cols[None, None, :] < lens.long()[:, None, None], ids, -1)
+        rows, local = paged_rows_and_indices(cache, ids, ps)
+        parts.append((rows, local))
+    offset = 0
+    kv_parts, idx_parts = [], []
+    for rows, local in parts:
+        kv_parts.append(rows)
+        idx_parts.append(torch.where(local >= 0, local + offset, -1))
+        offset += rows.shape[0]
+    kv = torch.cat(kv_parts, dim=0)
+    idx = torch.cat(idx_parts, dim=-1).reshape(b * s_q, 1, -1)
+    out, _, lse = sparse_attention_reference(
+        q.reshape(b * s_q, h, d), kv, idx, softmax_scale, d_v=d_v, attn_sink=attn_sink
+    )
+    return out.view(b, s_q, h, d_v), lse.view(b, s_q, h)
