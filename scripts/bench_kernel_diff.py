@@ -16,6 +16,7 @@ import gzip
 import io
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
             rc = kernel_diff.main([str(path), str(path), "--quiet"])
         diff_s = time.perf_counter() - t0
         print(f"kernel_diff A=B (2 x {size / (1 << 20):.0f} MiB): {diff_s:.2f} s (rc={rc})")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"peak RSS of this process: {peak:.0f} MiB; {os.cpu_count()} CPUs")
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)

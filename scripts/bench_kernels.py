@@ -7,7 +7,9 @@ L2; combine at 8k / 32k queries (top-k 512, window 128, every query past the
 top-k warm-up so rows are full); SWA token ids for a 32k chunk. Bytes count
 each input read once and each output written once. ``--sweep`` also times
 every block-size/warp configuration, which is how the constants in the kernel
-files were chosen.
+files were chosen. Times are CUDA-graph replays (GPU time, see
+``sglang_dsv4_sparse.benchmarking``); the eager ``do_bench`` time with an L2
+flush is printed beside them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import torch
 
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, device_summary, median_ms, print_table, save_json
+from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, device_summary, graph_ms, median_ms, print_table, save_json
 from sglang_dsv4_sparse.kernels import dequant as dequant_mod
 from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices
 from sglang_dsv4_sparse.kernels.indices import combine as combine_mod
@@ -48,11 +50,11 @@ def bench_dequant(rows_list, gen, sweep):
             default = (dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS)
             for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
                 dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = bt, nw
-                ms = median_ms(fn)
+                ms = graph_ms(fn)
                 sweep_rows.append(("dequant", n, bt, nw, ms * 1e3, moved / ms / 1e9))
             dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
-        ms = median_ms(fn)
-        results.append(dict(kernel="dequant", size=n, us=ms * 1e3, tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n)))
+        ms, eager = graph_ms(fn), median_ms(fn)
+        results.append(dict(kernel="dequant", size=n, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n)))
     return results, sweep_rows
 
 
@@ -95,11 +97,11 @@ def bench_combine(queries_list, sweep):
             default = (combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS)
             for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
                 combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = bt, nw
-                ms = median_ms(fn)
+                ms = graph_ms(fn)
                 sweep_rows.append(("combine", n, bt, nw, ms * 1e3, moved / ms / 1e9))
             combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = default
-        ms = median_ms(fn)
-        results.append(dict(kernel="combine", size=n, us=ms * 1e3, tbps=moved / ms / 1e9, anchor_us=SGLANG_COMBINE_US.get(n)))
+        ms, eager = graph_ms(fn), median_ms(fn)
+        results.append(dict(kernel="combine", size=n, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9, anchor_us=SGLANG_COMBINE_US.get(n)))
     return results, sweep_rows
 
 
@@ -118,10 +120,11 @@ def bench_swa_ids(sweep):
         default = (swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS)
         for block, nw in itertools.product((128, 256, 512, 1024, 2048), (2, 4, 8)):
             swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = block, nw
-            sweep_rows.append(("swa ids", total, block, nw, median_ms(fn) * 1e3, float("nan")))
+            sweep_rows.append(("swa ids", total, block, nw, graph_ms(fn) * 1e3, float("nan")))
         swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = default
-    ms = median_ms(fn)
-    return [dict(kernel="swa ids", size=total, us=ms * 1e3, tbps=float("nan"))], sweep_rows
+    ms, eager = graph_ms(fn), median_ms(fn)
+    moved = total * (4 + 8 + 4)  # req_to_token entry, full_to_swa entry, output id
+    return [dict(kernel="swa ids", size=total, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9)], sweep_rows
 
 
 def main(argv=None) -> int:
@@ -147,11 +150,11 @@ def main(argv=None) -> int:
     for r in results:
         pct = 100 * r["tbps"] / ceiling if r["tbps"] == r["tbps"] else float("nan")
         anchor = r.get("anchor") or r.get("anchor_us") or ""
-        table.append((r["kernel"], r["size"], r["us"], r["tbps"], pct, anchor))
+        table.append((r["kernel"], r["size"], r["us"], r["tbps"], pct, r["eager_us"], anchor))
     print(f"\ndevice: {device_summary()}; copy ceiling {ceiling:.2f} TB/s (read + write), same run")
     print_table(
         "index and dequant kernels (median)",
-        ["kernel", "rows/queries", "us", "TB/s", "% of copy", "SGLang anchor (spec: TB/s or us)"],
+        ["kernel", "rows/queries", "graph us", "TB/s", "% of copy", "eager us", "SGLang anchor (spec: TB/s or us)"],
         table,
     )
     save_json("bench_kernels.json", dict(device=device_summary(), copy_tbps=ceiling, results=results, sweep=sweep_rows))

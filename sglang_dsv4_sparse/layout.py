@@ -91,12 +91,16 @@ def as_byte_cache(cache: torch.Tensor, page_size: int, name: str = "quant_k_cach
                 f"{name}: a 4-D cache must be the uint8 (num_pages, {page_size}, 1, {TOKEN_BYTES}) "
                 f"FlashMLA view, got {tuple(cache.shape)} {cache.dtype}"
             )
-        if cache.stride(0) != expected or cache.stride(1) != TOKEN_BYTES or cache.stride(3) != 1:
+        num_pages = cache.shape[0]
+        # A one-page view may report any page stride; only the bytes behind it matter.
+        page_stride_ok = num_pages == 1 or cache.stride(0) == expected
+        if not page_stride_ok or (page_size > 1 and cache.stride(1) != TOKEN_BYTES) or cache.stride(3) != 1:
             raise ValueError(
                 f"{name}: the FlashMLA view must have page stride {expected} bytes for "
                 f"page_size={page_size}, got strides {cache.stride()}"
             )
-        num_pages = cache.shape[0]
+        if cache.untyped_storage().nbytes() - cache.storage_offset() < num_pages * expected:
+            raise ValueError(f"{name}: the storage behind the view is smaller than {num_pages} pages of {expected} bytes")
         return torch.as_strided(cache, (num_pages, expected), (expected, 1))
     if cache.dim() != 2:
         raise ValueError(f"{name} must be 2-D (num_pages, page_bytes), got shape {tuple(cache.shape)}")

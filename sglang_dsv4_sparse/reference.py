@@ -88,8 +88,10 @@ def sparse_attention_reference(
     of -1 or >= s_kv, or at a column >= ``topk_length[s]``, is skipped.
     Returns ``(out [s_q, h, d_v] fp32, max_logits [s_q, h], lse [s_q, h])`` with
     the natural-log lse; a query with no valid key gives ``out = 0``,
-    ``lse = -inf`` and ``max_logits = -inf``.  With ``attn_sink`` the output is
-    scaled by ``1 / (1 + exp(attn_sink[h] - lse))`` and lse is unchanged.
+    ``max_logits = -inf`` and ``lse = +inf`` (FlashMLA's convention: its kernels
+    and its own reference report an empty row's log-sum-exp as +inf).  With
+    ``attn_sink`` the output is scaled by ``1 / (1 + exp(attn_sink[h] - lse))``
+    and lse is unchanged.
     """
     s_q, h, _ = q.shape
     s_kv = kv.shape[0]
@@ -107,6 +109,7 @@ def sparse_attention_reference(
     out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v])
     if attn_sink is not None:
         out = out / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
+    lse = torch.where(torch.isneginf(lse), float("inf"), lse)
     return out, max_logits, lse
 
 
@@ -116,10 +119,14 @@ def paged_rows_and_indices(
     """Dequantize every cache row an index tensor names, and re-index into them.
 
     Returns ``(kv [n, 1, 512] bf16, local [same shape as indices])`` with -1 for
-    negative ids, so paged decode can be checked with the materialized reference.
+    ids outside ``[0, num_pages * page_size)`` (holes, and ids past the cache,
+    which the fused kernel skips too), so paged decode can be checked with the
+    materialized reference.
     """
+    capacity = L.as_byte_cache(k_cache, page_size, "k_cache").shape[0] * page_size
     flat = indices.reshape(-1).long()
-    uniq, inverse = torch.unique(flat.clamp_min(-1), return_inverse=True)
+    flat = torch.where((flat >= 0) & (flat < capacity), flat, -1)
+    uniq, inverse = torch.unique(flat, return_inverse=True)
     rows = L.dequantize_paged_reference(k_cache, uniq.clamp_min(0), page_size)
     local = torch.where(flat >= 0, inverse, -1).view(indices.shape)
     return rows, local
@@ -144,7 +151,9 @@ def sparse_decode_paged_reference(
     ``q [b, s_q, h, 512]``; ``indices [b, s_q, topk]`` token ids into ``k_cache``
     (-1 skipped, and only the first ``topk_length[b]`` columns count); the
     optional extra cache is attended in the same softmax.  Returns
-    ``(out [b, s_q, h, d_v] fp32, lse [b, s_q, h])``.
+    ``(out [b, s_q, h, d_v] fp32, lse [b, h, s_q])``: lse in FlashMLA's
+    ``flash_mla_with_kvcache`` layout (a transposed view of ``[b, s_q, h]``),
+    ``+inf`` for a row with no valid key (whose output is 0).
     """
     b, s_q, h, d = q.shape
     parts = []
@@ -171,4 +180,82 @@ def sparse_decode_paged_reference(
     out, _, lse = sparse_attention_reference(
         q.reshape(b * s_q, h, d), kv, idx, softmax_scale, d_v=d_v, attn_sink=attn_sink
     )
-    return out.view(b, s_q, h, d_v), lse.view(b, s_q, h)
+    return out.view(b, s_q, h, d_v), lse.view(b, s_q, h).transpose(1, 2)
+
+
+def layer_attention_reference(
+    inputs,
+    q: torch.Tensor,
+    swa_cache: torch.Tensor,
+    compress_ratio: int,
+    compressed_cache: Optional[torch.Tensor] = None,
+    topk_indices: Optional[torch.Tensor] = None,
+    attn_sink: Optional[torch.Tensor] = None,
+    sm_scale: float = L.SOFTMAX_SCALE,
+    query_block: int = 256,
+) -> torch.Tensor:
+    """Dense fp32 attention of one DSv4 layer, straight from the model's definition.
+
+    ``inputs`` is a :class:`~sglang_dsv4_sparse.core.plan.StepInputs`. Query ``t``
+    of request ``r`` at position ``pos`` attends to its window (the last
+    ``min(pos + 1, window)`` positions, through ``req_to_token`` and
+    ``full_to_swa`` into ``swa_cache``) and, for C4, to the first
+    ``min((pos + 1) // 4, k)`` entries of its top-k row (-1 skipped), or, for
+    C128, to compressed rows ``0 .. (pos + 1) // 128 - 1``; compressed row ``j``
+    is token ``page_table[r, j // P] * P + j % P``. Nothing here uses the plan.
+    Returns ``[T, h, 512]`` fp32.
+    """
+    device = q.device
+    ext = [int(e) for e in inputs.extend_lens_cpu]
+    req_of_token = torch.repeat_interleave(torch.arange(len(ext), device=device), torch.tensor(ext, device=device))
+    if inputs.positions is not None:
+        pos = inputs.positions.to(torch.int64)
+    else:
+        pos = torch.cat([torch.arange(int(s) - e, int(s), device=device) for s, e in zip(inputs.seq_lens_cpu, ext)])
+    window = inputs.window
+    out = torch.empty(q.shape, dtype=torch.float32, device=device)
+    for a in range(0, q.shape[0], query_block):
+        b = min(a + query_block, q.shape[0])
+        req, p = req_of_token[a:b], pos[a:b]
+        w = torch.clamp(p + 1, max=window)
+        cols = torch.arange(window, device=device)
+        win_pos = p[:, None] - w[:, None] + 1 + cols[None, :]
+        win_ok = cols[None, :] < w[:, None]
+        pool = inputs.req_pool_indices.to(torch.int64)[req]
+        full = inputs.req_to_token[pool[:, None], win_pos.clamp_min(0)].to(torch.int64)
+        swa_ids = torch.where(win_ok, inputs.full_to_swa[full].to(torch.int64), -1)
+        parts = [(swa_cache, inputs.swa_page_size, swa_ids)]
+        if compress_ratio:
+            table = inputs.compressed_page_tables[compress_ratio]
+            page_size = inputs.compressed_page_sizes[compress_ratio]
+            if compress_ratio == 4:
+                local = topk_indices[a:b].to(torch.int64)
+                k = local.shape[1]
+                n = torch.clamp(torch.div(p + 1, 4, rounding_mode="floor"), max=k)
+                ok = (torch.arange(k, device=device)[None, :] < n[:, None]) & (local >= 0)
+            else:
+                n = torch.div(p + 1, compress_ratio, rounding_mode="floor")
+                k = max(int(n.max()), 1)
+                local = torch.arange(k, device=device)[None, :].expand(b - a, k)
+                ok = local < n[:, None]
+            j = local.clamp_min(0)
+            page = table[req[:, None], torch.div(j, page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)]
+            ids = torch.where(ok, page.to(torch.int64) * page_size + j % page_size, -1)
+            parts.append((compressed_cache, page_size, ids))
+        keys, valid = [], []
+        for cache, page_size, ids in parts:
+            rows = L.dequantize_paged_reference(cache, ids.clamp_min(0).reshape(-1), page_size)
+            keys.append(rows.view(b - a, ids.shape[1], L.HEAD_DIM).float())
+            valid.append(ids >= 0)
+        keys, valid = torch.cat(keys, 1), torch.cat(valid, 1)
+        # Skipped slots read whatever bytes id 0 holds (maybe NaN): zero them.
+        keys = keys.masked_fill(~valid[..., None], 0.0)
+        logits = torch.einsum("thd,tkd->thk", q[a:b].float(), keys) * sm_scale
+        logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
+        lse = torch.logsumexp(logits, -1)
+        probs = torch.where(valid[:, None, :], torch.exp(logits - lse[..., None]), 0.0)
+        o = torch.einsum("thk,tkd->thd", probs, keys)
+        if attn_sink is not None:
+            o = o / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
+        out[a:b] = o
+    return out

@@ -18,11 +18,11 @@ from .. import layout as L
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor
 from .triton_utils import check_launch_device
 
-# Tokens per program and warps. Measured on an H100 (BENCHMARKS.md, "dequant
-# sweep"): one program per few rows keeps enough independent 16-byte loads in
-# flight per SM; larger blocks add registers without adding bandwidth.
-DEQUANT_BLOCK_TOKENS = 8
-DEQUANT_NUM_WARPS = 4
+# Rows per program and warps: the best of the 20-point sweep at 262k random
+# rows on an H200 (BENCHMARKS.md, "dequant sweep"). Small one-warp programs
+# let many rows' loads be in flight per SM; 8 warps on 1-2 rows was 2-3x slower.
+DEQUANT_BLOCK_TOKENS = 4
+DEQUANT_NUM_WARPS = 1
 
 
 @triton.jit
@@ -69,11 +69,13 @@ def _dequantize_paged_kernel(
         cache_fp8_ptr + data[:, None, None] + (tile * QUANT_TILE)[None, :, None] + inner[None, None, :],
         mask=live[:, None, None] & is_nope[None, :, None],
         other=0.0,
+        eviction_policy="evict_first",  # each cache row is read once per call
     ).to(tl.float32)
     scale_byte = tl.load(
         cache_u8_ptr + scales[:, None] + tile[None, :],
         mask=live[:, None] & is_nope[None, :],
         other=UE8M0_BIAS,
+        eviction_policy="evict_first",
     ).to(tl.int32)
     # 2 ** (byte - 127) built from its exponent bits: exact, and byte 0 is the
     # fp32 denormal 2 ** -127 as in torch's float8_e8m0fnu.
@@ -93,6 +95,7 @@ def _dequantize_paged_kernel(
         cache_bf16_ptr + ((data + NOPE_DIM) // 2)[:, None] + rope_col[None, :],
         mask=live[:, None],
         other=0.0,
+        eviction_policy="evict_first",
     )
     tl.store(out_row[:, None] + NOPE_DIM + rope_col[None, :], rope, mask=row_ok[:, None])
 

@@ -270,6 +270,16 @@ def _fmt_speedup(x: Optional[float]) -> str:
     return "n/a" if x is None else f"{x:.3f}x"
 
 
+def _comm_label(settings: dict) -> str:
+    # "NCCL" for the default pattern; a custom one is shown as written.
+    regex = settings["comm_regex"]
+    return "NCCL" if regex == "nccl" else f"/{regex}/"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _short(name: str, width: int) -> str:
     if width and len(name) > width:
         return name[: width - 3] + "..."
@@ -292,7 +302,7 @@ def render_text(result: dict, top: int = 20, name_width: int = 100) -> str:
             lines.append(
                 f"  note: {label}: {side['skipped_kernel_events']} kernel events without a name or duration were skipped"
             )
-    comm = f"/{s['comm_regex']}/i"
+    comm = _comm_label(s)
     lines += [
         "",
         f"{'':<28}{'A':>20}{'B':>20}{'B - A':>20}",
@@ -319,7 +329,7 @@ def render_text(result: dict, top: int = 20, name_width: int = 100) -> str:
             title += f" ({thresholds})"
         lines += [
             "",
-            f"{title}: {group['kernels']} kernels, launches {group['launches_a']:,} -> "
+            f"{title}: {_plural(group['kernels'], 'kernel')}, launches {group['launches_a']:,} -> "
             f"{group['launches_b']:,}, wall {fmt_us(group['wall_a_ns'])} -> "
             f"{fmt_us(group['wall_b_ns'])} us, delta {fmt_us(group['delta_ns'], True)} us",
         ]
@@ -345,7 +355,7 @@ def render_text(result: dict, top: int = 20, name_width: int = 100) -> str:
         ("added (only in B)", acc["only_in_b_ns"]),
         ("changed launch count", acc["changed_count_ns"]),
         ("changed wall, same count", acc["changed_wall_ns"]),
-        (f"below threshold ({below['kernels']} kernels)", acc["below_threshold_ns"]),
+        (f"below threshold ({_plural(below['kernels'], 'kernel')})", acc["below_threshold_ns"]),
     ]
     lines += ["", "Accounting of the kernel-wall delta B - A (us):"]
     for label, ns in parts:
@@ -409,7 +419,8 @@ def write_png(result: dict, path: str, top: int = 20) -> None:
     ax.set_title(
         f"total delta {fmt_us(d['kernel_wall_ns'], True)} us, "
         f"speedup A/B {_fmt_speedup(result['speedup']['kernel_wall'])} "
-        f"(without comm {_fmt_speedup(result['speedup']['non_comm_wall'])})",
+        f"(without {_comm_label(result['settings'])} "
+        f"{_fmt_speedup(result['speedup']['non_comm_wall'])})",
         fontsize=10,
     )
     if not rows:

@@ -4,12 +4,13 @@ A profiled 128k-token prefill writes traces of hundreds of MB per rank.
 ``json.load`` on such a file needs minutes and roughly ten times the file
 size in RAM, and all we want from it are the GPU kernel events.  So:
 
-* the fast path searches the text for the ``"cat": "kernel"`` marker and
-  JSON-decodes only the object around each hit.  A hit is accepted only when
-  the decoded object spans the marker and is itself a kernel event; a JSON
-  string cannot contain an unescaped ``"cat"``, so a start guessed inside a
-  string fails to decode instead of producing a wrong event.  Other events
-  are counted by their ``"ph":`` key, never decoded.
+* the fast path searches the text for the ``"cat": "kernel"`` marker.  In
+  Kineto's fixed key order it reads name and dur straight off the text;
+  otherwise it JSON-decodes the object around the hit, accepted only when it
+  spans the marker and is itself a kernel event (a JSON string cannot hold
+  an unescaped ``"cat"``, so a start guessed inside a string fails to decode
+  instead of producing a wrong event).  Other events are counted by their
+  ``"ph":`` key, never decoded.
 * the strict path (``strict=True``, or automatically when the fast path
   meets a layout it cannot verify) decodes every element of the
   ``traceEvents`` array one by one and rejects malformed JSON anywhere in it.
@@ -42,7 +43,7 @@ _KERNEL_MARKER = re.compile(r'"cat"\s*:\s*"(?i:kernel)"')
 # torch.profiler (Kineto) writes every kernel event as
 #   {"ph": "X", "cat": "kernel", "name": ..., "pid": ..., "tid": ..., "ts": ..., "dur": ..., "args": {...}}
 # Reading name and dur straight off that layout skips decoding the bulky
-# "args" and is ~5x faster; any other layout goes through a real JSON decode.
+# "args"; any other layout goes through a real JSON decode.
 _JSON_STR = r'"[^"\\]*(?:\\.[^"\\]*)*"'
 _JSON_NUM = r"-?[0-9][0-9.eE+-]*"
 _KINETO_HEAD = re.compile(r'\{\s*"ph"\s*:\s*"X"\s*,\s*\Z')
@@ -218,8 +219,8 @@ def _safe_cut(buf: str, lo: int, hi: int) -> int:
     """A split point in [lo, hi]: an opening brace, else ``lo``.
 
     Neither the marker nor a "ph" key contains "{", so no match straddles a
-    cut made at one; ``lo`` is always a position just after a decoded event
-    (a "}") or the start of the buffer, which is as safe.
+    cut made at one.  ``lo`` is the start of the buffer or the end of the
+    last kernel read (after its "}" or its "dur" digits), which is as safe.
     """
     if hi <= lo:
         return lo

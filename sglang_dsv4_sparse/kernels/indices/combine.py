@@ -30,11 +30,11 @@ from ...validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_t
 from ..triton_utils import check_launch_device
 from .request_search import find_request
 
-# Queries per program and warps. Measured on an H100 (BENCHMARKS.md,
-# "combine sweep"): the row is written in 128-column chunks, so a few queries
-# per program already issue wide stores; more only adds registers.
-COMBINE_BLOCK_QUERIES = 4
-COMBINE_NUM_WARPS = 4
+# Queries per program and warps: among the best of the 20-point sweep at 32k
+# queries on an H200 (BENCHMARKS.md, "combine sweep"); rows are written in
+# 128-column chunks, so two queries per program already issue wide stores.
+COMBINE_BLOCK_QUERIES = 2
+COMBINE_NUM_WARPS = 2
 # Columns per inner step: the combined width is a multiple of it.
 COLUMN_CHUNK = L.INDEX_ROW_ALIGN
 
@@ -109,6 +109,7 @@ def _combine_kernel(
             topk_ptr + topk_row[:, None] + col[None, :],
             mask=owned[:, None] & (col[None, :] < topk_read[:, None]),
             other=-1,
+            eviction_policy="evict_first",  # each top-k row is read once
         ).to(tl.int64)
         from_topk = tl.where(picked >= 0, picked + compressed_base[:, None], -1)
         window_col = col[None, :] - topk_len[:, None]

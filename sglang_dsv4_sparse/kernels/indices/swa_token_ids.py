@@ -18,10 +18,11 @@ from ...validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_t
 from ..triton_utils import check_launch_device
 from .request_search import find_request
 
-# Output ids per program. Each id costs two dependent gathers (req_to_token,
-# full_to_swa), so a wide block keeps many independent loads in flight;
-# measured on an H100 (BENCHMARKS.md, "swa ids").
-SWA_IDS_BLOCK = 1024
+# Output ids per program and warps. Each id costs two dependent gathers
+# (req_to_token, full_to_swa); the sweep on an H200 (BENCHMARKS.md, "swa ids")
+# found every block from 128 to 2048 within noise of each other for a 32k
+# chunk, so 512 keeps the grid above the SM count from ~70k ids on.
+SWA_IDS_BLOCK = 512
 SWA_IDS_NUM_WARPS = 4
 
 

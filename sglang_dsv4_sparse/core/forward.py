@@ -1,0 +1,186 @@
+"""Per-layer attention forward on top of a step plan.
+
+``prefill_layer`` runs the sparse prefill route: the layer dequantizes its own
+caches (a C4 layer's cache and top-k are its own, so no layer reuses another's
+rows) into the shared workspace, then attends through FlashMLA or Triton.
+``decode_layer`` runs the paged route, reading the fp8 caches directly; it
+allocates nothing on the host side and never syncs, so it can be captured in
+a CUDA graph.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import layout as L
+from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_prefill_attention
+from ..kernels.dequant import dequantize_k_cache_paged
+from ..kernels.indices import combine_topk_swa_indices, combined_index_width
+from ..validation import INDEX_DTYPES, check_int, check_tensor
+from .plan import PagedPlan, PrefillPlan, topk_to_token_ids
+
+RATIOS = (0, 4, 128)
+# C4 layers dequantize either every compressed row a query may read ("all") or
+# only the rows this layer's top-k selects ("selected"). Selected rows cost a
+# mark/compact pass over the top-k, and win when the top-k touches few rows:
+# short extends over long contexts (a MIXED batch's decode rows); see
+# BENCHMARKS.md for the measured crossover.
+C4_SELECT_WHEN_ROWS_OVER_PICKS = 2.0
+
+
+class Workspace:
+    """A bf16 ``[rows, 1, 512]`` buffer reused across layers and steps."""
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self._buf = torch.empty((0, 1, L.HEAD_DIM), dtype=torch.bfloat16, device=self.device)
+
+    def get(self, rows: int) -> torch.Tensor:
+        if rows > self._buf.shape[0]:
+            # Grow by 1/8 at least, so a slowly growing context does not reallocate every step.
+            self._buf = torch.empty((max(rows, self._buf.shape[0] * 9 // 8), 1, L.HEAD_DIM), dtype=torch.bfloat16, device=self.device)
+        return self._buf[:rows]
+
+
+def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, num_tokens, attn_sink):
+    check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM))
+    check_int("compress_ratio", compress_ratio, allowed=RATIOS)
+    if not isinstance(swa_cache, torch.Tensor):
+        raise TypeError("swa_cache must be a torch.Tensor (the layer's SWA V4 cache)")
+    if compress_ratio and compressed_cache is None:
+        raise ValueError(f"compress_ratio={compress_ratio} needs compressed_cache")
+    if compress_ratio == 4:
+        if topk_indices is None:
+            raise ValueError("a C4 layer needs topk_indices (request-local compressed rows, -1 = hole)")
+        check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, device=q.device)
+        if topk_indices.shape[0] != num_tokens:
+            raise ValueError(f"topk_indices must have {num_tokens} rows, got {topk_indices.shape[0]}")
+    if attn_sink is not None:
+        check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device)
+
+
+def prefill_layer(
+    plan: PrefillPlan,
+    workspace: Workspace,
+    q: torch.Tensor,
+    swa_cache: torch.Tensor,
+    compress_ratio: int,
+    compressed_cache: Optional[torch.Tensor] = None,
+    topk_indices: Optional[torch.Tensor] = None,
+    attn_sink: Optional[torch.Tensor] = None,
+    c4_rows: str = "auto",
+) -> torch.Tensor:
+    """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
+
+    ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
+    readable rows to top-k picks).
+    """
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if plan.num_tokens == 0:
+        return q.new_empty(q.shape)
+    if compress_ratio == 0:
+        kv = workspace.get(plan.total_swa)
+        dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv)
+        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
+
+    rows = plan.compressed[compress_ratio]
+    if compress_ratio == 4:
+        return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows)
+
+    kv = workspace.get(rows.total + plan.total_swa)
+    dequantize_k_cache_paged(compressed_cache, rows.token_ids, rows.page_size, out=kv[: rows.total])
+    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[rows.total :])
+    if len(plan.c128_tiles) == 1:
+        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink)
+    out = torch.empty_like(q)
+    for tile in plan.c128_tiles:
+        indices, lens = plan.c128_tile_indices(tile)
+        out[tile.start : tile.end] = sparse_prefill_attention(
+            q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink
+        )
+    return out
+
+
+def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
+    num_tokens, k = topk_indices.shape
+    if c4_rows not in ("auto", "all", "selected"):
+        raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
+    if c4_rows == "auto":
+        c4_rows = "selected" if rows.total > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * k else "all"
+    width = combined_index_width(k, plan.window)
+    if plan.c4_indices is None or plan.c4_indices.shape[1] != width:
+        plan.c4_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=q.device)
+        plan.c4_lens = torch.empty(num_tokens, dtype=torch.int32, device=q.device)
+    if c4_rows == "all":
+        compressed_ids, topk, base, swa_base = rows.token_ids, topk_indices, rows.base, rows.swa_base
+    else:
+        compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
+    n_compressed = compressed_ids.shape[0]
+    kv = workspace.get(n_compressed + plan.total_swa)
+    dequantize_k_cache_paged(compressed_cache, compressed_ids, rows.page_size, out=kv[:n_compressed])
+    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[n_compressed:])
+    indices, lens = combine_topk_swa_indices(
+        topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
+        plan.window, 4, k, out_indices=plan.c4_indices, out_lens=plan.c4_lens,
+    )
+    return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
+
+
+def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
+    """Only the compressed rows this layer's top-k reads, compacted; the top-k remapped to them.
+
+    Returns ``(token ids, remapped top-k, zero compressed bases, swa bases)``.
+    The slot count is ``min(readable rows, picks)``, known on the host, so no
+    sync sizes the workspace; slots past the union hold -1 (zero rows).
+    """
+    device = topk_indices.device
+    num_tokens, k = topk_indices.shape
+    local = topk_indices.to(torch.int64)
+    # A pick past a query's top-k length is not read: mask it so it is not gathered.
+    lens = torch.clamp(torch.div(plan.query_pos.to(torch.int64) + 1, 4, rounding_mode="floor"), max=k)
+    readable = (torch.arange(k, device=device)[None, :] < lens[:, None]) & (local >= 0)
+    global_row = torch.where(readable, local + rows.base.to(torch.int64)[plan.req_of_token][:, None], -1)
+    marks = torch.zeros(rows.total + 1, dtype=torch.int32, device=device)
+    marks.scatter_(0, (global_row + 1).view(-1), torch.ones_like(global_row, dtype=torch.int32).view(-1))
+    kept = marks[1:]
+    rank = torch.cumsum(kept, 0, dtype=torch.int64) - 1
+    slots = min(rows.total, num_tokens * k)
+    selected = torch.full((slots + 1,), -1, dtype=torch.int64, device=device)
+    # Unkept rows scatter into the spare last slot, which is dropped.
+    selected.scatter_(0, torch.where(kept.bool(), rank, slots), rows.token_ids)
+    remapped = torch.where(readable, rank[global_row.clamp_min(0)], -1).to(torch.int32)
+    zeros = torch.zeros(plan.num_reqs, dtype=torch.int32, device=device)
+    swa_base = (slots + plan.swa_offsets[:-1]).to(torch.int32)
+    return selected[:slots], remapped, zeros, swa_base
+
+
+def decode_layer(
+    plan: PagedPlan,
+    q: torch.Tensor,
+    swa_cache: torch.Tensor,
+    compress_ratio: int,
+    compressed_cache: Optional[torch.Tensor] = None,
+    topk_indices: Optional[torch.Tensor] = None,
+    attn_sink: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16."""
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if plan.num_tokens == 0:
+        return q.new_empty(q.shape)
+    extra = dict()
+    if compress_ratio == 128:
+        extra = dict(extra_indices=plan.c128_indices, extra_topk_length=plan.c128_lens)
+    elif compress_ratio == 4:
+        ids, lens = topk_to_token_ids(plan, 4, topk_indices)
+        extra = dict(extra_indices=ids, extra_topk_length=lens)
+    if compress_ratio:
+        extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
+    if compress_ratio not in plan.sched_meta:
+        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1])
+    out = paged_decode_attention(
+        q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
+        sched_meta=plan.sched_meta[compress_ratio], **extra,
+    )
+    return out[:, 0]

@@ -1,0 +1,331 @@
+"""The per-step plan: everything about a forward step that no layer changes.
+
+Built once per step from plain tensors (no SGLang import), then read by every
+layer. Two routes:
+
+* **sparse prefill** (extends, chunked prefill, MIXED batches): each request's
+  SWA window union and compressed rows are dequantized per layer into one flat
+  bf16 workspace ``[compressed rows of all requests | window rows of all
+  requests]``, and each query gets one combined index row into it. The SWA
+  ids, the compressed-row ids and bases, and the index rows of C0 and C128
+  layers are built here; a C4 layer combines its own top-k.
+* **paged** (decode, and extends routed away from sparse prefill): attention
+  reads the paged fp8 caches directly; the plan holds each query's SWA-cache
+  window ids and the C128 ids, and converts a C4 layer's top-k per layer.
+
+Compressed row ``j`` of request ``r`` (ratio 4 or 128) is token
+``page_table[r, j // P] * P + j % P`` of that ratio's cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from .. import layout as L
+from ..kernels.indices import build_swa_token_ids, combine_topk_swa_indices, combined_index_width
+from ..validation import INDEX_DTYPES, check_int, check_tensor
+
+COMPRESS_RATIOS = (4, 128)
+# Bytes of C128 index rows materialized at once. A 32k-token chunk at 1M context
+# has 8192 C128 rows per query: 1 GiB of index rows if built whole; query tiles
+# of this budget keep the layer's temporaries near it (see BENCHMARKS.md).
+C128_INDEX_BUDGET_BYTES = 64 << 20
+
+
+@dataclass
+class StepInputs:
+    """One forward step, described with plain tensors.
+
+    Requests are in batch order; their query rows are consecutive. A decode
+    request is a request with one query row at position ``seq_len - 1``.
+    """
+
+    seq_lens: torch.Tensor  # (R,) tokens in each request after this step
+    extend_lens: torch.Tensor  # (R,) query rows of each request in this step
+    req_pool_indices: torch.Tensor  # (R,) row of each request in req_to_token
+    req_to_token: torch.Tensor  # (pool rows, max len) full-cache id of each position
+    full_to_swa: torch.Tensor  # (full cache size,) SWA-cache id of each full-cache id
+    compressed_page_tables: Dict[int, torch.Tensor]  # ratio -> (R, pages) page ids
+    seq_lens_cpu: Sequence[int]
+    extend_lens_cpu: Sequence[int]
+    positions: Optional[torch.Tensor] = None  # (T,) absolute query positions; derived if None
+    swa_page_size: int = L.SWA_PAGE_SIZE
+    compressed_page_sizes: Dict[int, int] = field(default_factory=lambda: {4: L.C4_PAGE_SIZE, 128: L.C128_PAGE_SIZE})
+    window: int = L.SWA_WINDOW
+
+    def validate(self) -> None:
+        check_tensor("seq_lens", self.seq_lens, dtypes=INDEX_DTYPES, ndim=1)
+        device = self.seq_lens.device
+        num_reqs = self.seq_lens.shape[0]
+        check_tensor("extend_lens", self.extend_lens, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
+        check_tensor("req_pool_indices", self.req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
+        check_tensor("req_to_token", self.req_to_token, dtypes=INDEX_DTYPES, ndim=2, device=device)
+        check_tensor("full_to_swa", self.full_to_swa, dtypes=INDEX_DTYPES, ndim=1, device=device)
+        if len(self.seq_lens_cpu) != num_reqs or len(self.extend_lens_cpu) != num_reqs:
+            raise ValueError(f"seq_lens_cpu and extend_lens_cpu must have {num_reqs} entries")
+        for r, (s, e) in enumerate(zip(self.seq_lens_cpu, self.extend_lens_cpu)):
+            if not 0 <= e <= s:
+                raise ValueError(f"request {r}: extend_lens_cpu={e} must lie in [0, seq_lens_cpu={s}]")
+        if self.positions is not None:
+            check_tensor("positions", self.positions, dtypes=INDEX_DTYPES, shape=(sum(self.extend_lens_cpu),), device=device)
+        for ratio, table in self.compressed_page_tables.items():
+            check_int("compress ratio", ratio, allowed=COMPRESS_RATIOS)
+            check_tensor(f"compressed_page_tables[{ratio}]", table, dtypes=INDEX_DTYPES, ndim=2, device=device)
+            if table.shape[0] != num_reqs:
+                raise ValueError(f"compressed_page_tables[{ratio}] must have one row per request ({num_reqs}), got {table.shape[0]}")
+            if ratio not in self.compressed_page_sizes:
+                raise ValueError(f"compressed_page_sizes has no page size for ratio {ratio}")
+            check_int(f"compressed_page_sizes[{ratio}]", self.compressed_page_sizes[ratio], minimum=1)
+            capacity = table.shape[1] * self.compressed_page_sizes[ratio]
+            if max(self.seq_lens_cpu, default=0) // ratio > capacity:
+                raise ValueError(f"compressed_page_tables[{ratio}] holds {capacity} rows, fewer than a request needs")
+        check_int("swa_page_size", self.swa_page_size, minimum=1)
+        check_int("window", self.window, minimum=1)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(sum(self.extend_lens_cpu))
+
+    @property
+    def device(self) -> torch.device:
+        return self.seq_lens.device
+
+
+@dataclass
+class CompressedRows:
+    """Where one ratio's compressed rows sit in the sparse-prefill workspace."""
+
+    ratio: int
+    page_size: int
+    token_ids: torch.Tensor  # (total,) ids in the compressed cache, request after request
+    rows_per_req: torch.Tensor  # (R,) int32: seq_len // ratio, every row a query may read
+    base: torch.Tensor  # (R,) int32 workspace row of each request's first compressed row
+    swa_base: torch.Tensor  # (R,) int32 workspace row of each request's window union
+    total: int
+    max_rows: int  # the longest request's row count
+
+
+@dataclass
+class QueryTile:
+    start: int
+    end: int
+    query_start_loc: torch.Tensor  # (R + 1,) clipped to [start, end), rebased to 0
+
+
+@dataclass
+class PrefillPlan:
+    """Layer-independent inputs of the sparse prefill route for one step."""
+
+    num_tokens: int
+    num_reqs: int
+    window: int
+    swa_page_size: int
+    seq_lens: torch.Tensor  # int32
+    query_start_loc: torch.Tensor  # (R + 1,) int32
+    query_pos: torch.Tensor  # (T,) int32
+    req_of_token: torch.Tensor  # (T,) int64
+    swa_token_ids: torch.Tensor
+    swa_gather_lens: torch.Tensor
+    swa_offsets: torch.Tensor
+    total_swa: int
+    c0_indices: torch.Tensor
+    c0_lens: torch.Tensor
+    compressed: Dict[int, CompressedRows]
+    c128_tiles: list
+    c128_indices: Optional[torch.Tensor] = None  # built once when one tile covers the step
+    c128_lens: Optional[torch.Tensor] = None
+    c4_indices: Optional[torch.Tensor] = None  # per-layer scratch, overwritten whole
+    c4_lens: Optional[torch.Tensor] = None
+
+    def c128_tile_indices(self, tile: QueryTile) -> tuple[torch.Tensor, torch.Tensor]:
+        """Combined C128 index rows of one query tile (cached when it is the whole step)."""
+        if self.c128_indices is not None and tile.start == 0 and tile.end == self.num_tokens:
+            return self.c128_indices, self.c128_lens
+        rows = self.compressed[128]
+        arange = torch.arange(max(rows.max_rows, 1), dtype=torch.int32, device=self.seq_lens.device)
+        # Every C128 query reads rows 0 .. (pos + 1) // 128 - 1 of its request: a
+        # stride-0 view of one arange row, never materialized per query.
+        topk = arange[None, :].expand(tile.end - tile.start, -1)
+        return combine_topk_swa_indices(
+            topk, tile.query_start_loc, self.query_pos[tile.start : tile.end], self.seq_lens,
+            self.swa_gather_lens, rows.base, rows.swa_base, self.window, 128, rows.max_rows,
+        )
+
+
+@dataclass
+class PagedPlan:
+    """Layer-independent inputs of the paged route (decode, or extends sent there)."""
+
+    num_tokens: int
+    req_of_token: torch.Tensor  # (T,) int64
+    query_pos: torch.Tensor  # (T,) int64
+    swa_page_size: int
+    swa_indices: torch.Tensor  # (T, 1, window) int32 SWA-cache ids, valid entries first, -1 after
+    swa_lens: torch.Tensor  # (T,) int32
+    compressed_page_tables: Dict[int, torch.Tensor]
+    compressed_page_sizes: Dict[int, int]
+    c128_indices: Optional[torch.Tensor] = None  # (T, 1, width) int32 C128-cache ids
+    c128_lens: Optional[torch.Tensor] = None
+    sched_meta: Dict[int, object] = field(default_factory=dict)  # FlashMLA metadata per ratio
+
+
+def _query_positions(inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(req_of_token, positions) as int64, positions derived from lengths if not given."""
+    device = inputs.device
+    num_reqs = len(inputs.seq_lens_cpu)
+    total = inputs.num_tokens
+    ext = inputs.extend_lens.to(torch.int64)
+    req_of_token = torch.repeat_interleave(torch.arange(num_reqs, device=device), ext, output_size=total)
+    if inputs.positions is not None:
+        return req_of_token, inputs.positions.to(torch.int64)
+    starts = torch.cumsum(ext, 0) - ext
+    first_pos = inputs.seq_lens.to(torch.int64) - ext
+    rank = torch.arange(total, device=device) - starts[req_of_token]
+    return req_of_token, first_pos[req_of_token] + rank
+
+
+def _compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) -> CompressedRows:
+    device = inputs.device
+    page_size = inputs.compressed_page_sizes[ratio]
+    table = inputs.compressed_page_tables[ratio]
+    counts_cpu = [int(s) // ratio for s in inputs.seq_lens_cpu]
+    total = sum(counts_cpu)
+    counts = torch.tensor(counts_cpu, dtype=torch.int64).to(device, non_blocking=True)
+    base = torch.cumsum(counts, 0) - counts
+    req = torch.repeat_interleave(torch.arange(len(counts_cpu), device=device), counts, output_size=total)
+    j = torch.arange(total, device=device) - base[req]
+    token_ids = table[req, torch.div(j, page_size, rounding_mode="floor")].to(torch.int64) * page_size + j % page_size
+    return CompressedRows(
+        ratio=ratio,
+        page_size=page_size,
+        token_ids=token_ids,
+        rows_per_req=counts.to(torch.int32),
+        base=base.to(torch.int32),
+        swa_base=(total + swa_offsets[:-1]).to(torch.int32),
+        total=total,
+        max_rows=max(counts_cpu, default=0),
+    )
+
+
+def _query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, tile_rows: int) -> list:
+    tiles = []
+    total = inputs.num_tokens
+    qsl = query_start_loc.to(torch.int64)
+    for start in range(0, total, tile_rows):
+        end = min(start + tile_rows, total)
+        tiles.append(QueryTile(start, end, (qsl.clamp(start, end) - start).to(torch.int32)))
+    return tiles
+
+
+def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES) -> PrefillPlan:
+    """Plan the sparse prefill route of one step (any mix of prefixes and lengths)."""
+    inputs.validate()
+    device = inputs.device
+    num_reqs = len(inputs.seq_lens_cpu)
+    num_tokens = inputs.num_tokens
+    seq_lens = inputs.seq_lens.to(torch.int32)
+    ext = inputs.extend_lens.to(torch.int32)
+    req_of_token, positions = _query_positions(inputs)
+    query_start_loc = torch.zeros(num_reqs + 1, dtype=torch.int32, device=device)
+    torch.cumsum(ext, 0, out=query_start_loc[1:])
+    query_pos = positions.to(torch.int32)
+    total_swa = sum(min(int(s), int(e) + inputs.window - 1) for s, e in zip(inputs.seq_lens_cpu, inputs.extend_lens_cpu))
+    swa_ids, _, gather_lens, swa_offsets = build_swa_token_ids(
+        seq_lens, ext, inputs.req_pool_indices, inputs.req_to_token, inputs.full_to_swa, inputs.window, total_swa
+    )
+    empty_topk = torch.empty((num_tokens, 0), dtype=torch.int32, device=device)
+    zeros = torch.zeros(num_reqs, dtype=torch.int32, device=device)
+    c0_indices, c0_lens = combine_topk_swa_indices(
+        empty_topk, query_start_loc, query_pos, seq_lens, gather_lens, zeros, swa_offsets[:-1], inputs.window, 1, 0
+    )
+    compressed = {r: _compressed_rows(inputs, r, swa_offsets) for r in inputs.compressed_page_tables}
+    plan = PrefillPlan(
+        num_tokens=num_tokens,
+        num_reqs=num_reqs,
+        window=inputs.window,
+        swa_page_size=inputs.swa_page_size,
+        seq_lens=seq_lens,
+        query_start_loc=query_start_loc,
+        query_pos=query_pos,
+        req_of_token=req_of_token,
+        swa_token_ids=swa_ids,
+        swa_gather_lens=gather_lens,
+        swa_offsets=swa_offsets,
+        total_swa=total_swa,
+        c0_indices=c0_indices,
+        c0_lens=c0_lens,
+        compressed=compressed,
+        c128_tiles=[],
+    )
+    if 128 in compressed:
+        width = combined_index_width(compressed[128].max_rows, inputs.window)
+        tile_rows = max(1, index_budget_bytes // (width * 4))
+        plan.c128_tiles = _query_tiles(inputs, query_start_loc, tile_rows) if num_tokens else []
+        if len(plan.c128_tiles) == 1:
+            # One tile covers the step: build the index rows once for all C128 layers.
+            plan.c128_indices, plan.c128_lens = plan.c128_tile_indices(plan.c128_tiles[0])
+    return plan
+
+
+def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> PagedPlan:
+    """Plan the paged route: per-query window ids and C128 ids into the paged caches.
+
+    ``c128_width`` fixes the C128 index width (CUDA graphs need static shapes);
+    by default it is the capacity of the C128 page table.
+    """
+    inputs.validate()
+    device = inputs.device
+    window = inputs.window
+    req_of_token, pos = _query_positions(inputs)
+    swa_lens = torch.clamp(pos + 1, max=window)
+    offs = torch.arange(window, device=device)
+    # Valid entries first (kernels read the first topk_length columns).
+    p = pos[:, None] - swa_lens[:, None] + 1 + offs[None, :]
+    valid = offs[None, :] < swa_lens[:, None]
+    pool_row = inputs.req_pool_indices.to(torch.int64)[req_of_token]
+    full = inputs.req_to_token[pool_row[:, None], p.clamp_min(0)].to(torch.int64)
+    swa_ids = torch.where(valid, inputs.full_to_swa[full].to(torch.int64), -1)
+    plan = PagedPlan(
+        num_tokens=inputs.num_tokens,
+        req_of_token=req_of_token,
+        query_pos=pos,
+        swa_page_size=inputs.swa_page_size,
+        swa_indices=swa_ids.to(torch.int32)[:, None, :],
+        swa_lens=swa_lens.to(torch.int32),
+        compressed_page_tables=dict(inputs.compressed_page_tables),
+        compressed_page_sizes=dict(inputs.compressed_page_sizes),
+    )
+    if 128 in inputs.compressed_page_tables:
+        table = inputs.compressed_page_tables[128]
+        page_size = inputs.compressed_page_sizes[128]
+        width = c128_width if c128_width is not None else table.shape[1] * page_size
+        width = combined_index_width(width, 0)  # FlashMLA wants index rows in multiples of 128
+        counts = torch.div(pos + 1, 128, rounding_mode="floor")
+        j = torch.arange(width, device=device)
+        page = table[req_of_token[:, None], torch.div(j, page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)]
+        ids = page.to(torch.int64) * page_size + j % page_size
+        plan.c128_indices = torch.where(j[None, :] < counts[:, None], ids, -1).to(torch.int32)[:, None, :]
+        plan.c128_lens = counts.clamp(max=width).to(torch.int32)
+    return plan
+
+
+def topk_to_token_ids(plan: PagedPlan, ratio: int, topk_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A C4 layer's request-local top-k rows as ids into its paged cache, and their lengths."""
+    table = plan.compressed_page_tables[ratio]
+    page_size = plan.compressed_page_sizes[ratio]
+    k = topk_indices.shape[1]
+    width = combined_index_width(k, 0)
+    local = topk_indices.to(torch.int64)
+    page_col = torch.div(local.clamp_min(0), page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)
+    page = table[plan.req_of_token[:, None], page_col]
+    ids = torch.where(local >= 0, page.to(torch.int64) * page_size + local.clamp_min(0) % page_size, -1)
+    lens = torch.clamp(torch.div(plan.query_pos + 1, ratio, rounding_mode="floor"), max=k).to(torch.int32)
+    cols = torch.arange(k, device=ids.device)
+    # Entries past a query's top-k length are not rows it may read.
+    ids = torch.where(cols[None, :] < lens[:, None], ids, -1)
+    if width != k:
+        ids = torch.nn.functional.pad(ids, (0, width - k), value=-1)
+    return ids.to(torch.int32)[:, None, :], lens
