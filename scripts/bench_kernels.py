@@ -55,6 +55,23 @@ def bench_dequant(rows_list, gen, sweep):
             dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
         ms, eager = graph_ms(fn), median_ms(fn)
         results.append(dict(kernel="dequant", size=n, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n)))
+        # Same rows in ascending id order: what page locality (a request's window
+        # union, a page table's consecutive rows) gives over fully random rows.
+        sorted_sets = [torch.sort(ids)[0] for ids in id_sets]
+        step_sorted = itertools.cycle(sorted_sets)
+        fn_sorted = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step_sorted), page_size, out=out)  # noqa: E731
+        ms = graph_ms(fn_sorted)
+        results.append(dict(kernel="dequant sorted ids", size=n, us=ms * 1e3, eager_us=median_ms(fn_sorted) * 1e3, tbps=moved / ms / 1e9))
+        # The access pattern's own ceiling: torch gathers the same number of random
+        # 576-byte rows (read 576, write 576 bytes each) with no dequant at all.
+        rows_576 = cache.view(-1)[: (cache.numel() // L.DATA_BYTES) * L.DATA_BYTES].view(-1, L.DATA_BYTES)
+        gather_sets = [torch.randint(0, rows_576.shape[0], (n,), device="cuda") for _ in range(4)]
+        gathered = torch.empty((n, L.DATA_BYTES), dtype=torch.uint8, device="cuda")
+        step_gather = itertools.cycle(gather_sets)
+        fn_gather = lambda: torch.index_select(rows_576, 0, next(step_gather), out=gathered)  # noqa: E731
+        ms = graph_ms(fn_gather)
+        results.append(dict(kernel="torch row gather (ceiling)", size=n, us=ms * 1e3, eager_us=median_ms(fn_gather) * 1e3, tbps=n * 2 * L.DATA_BYTES / ms / 1e9))
+        del gathered, gather_sets
     return results, sweep_rows
 
 

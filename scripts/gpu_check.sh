@@ -33,11 +33,12 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 -c "import flash_mla; print('flash_mla', flash_mla.__file__)" 2>/dev/null || echo "flash_mla: not importable (FlashMLA comparisons skipped)"
 
 status=()
+STEP_TIMEOUT="${STEP_TIMEOUT:-300}"  # seconds per step, so one stuck step cannot eat the whole call
 run_step() {  # name, command...
   local name=$1; shift
   local t0=$SECONDS
   echo; echo "### $name: $*"
-  "$@" 2>&1 | tee "$OUT/$name.log"
+  timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
   local rc=${PIPESTATUS[0]}
   status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
 }

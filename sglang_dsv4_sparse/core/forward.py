@@ -23,10 +23,13 @@ from .plan import PagedPlan, PrefillPlan, topk_to_token_ids
 
 RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
-# only the rows this layer's top-k selects ("selected"). Selected rows cost a
-# mark/compact pass over the top-k, and win when the top-k touches few rows:
-# short extends over long contexts (a MIXED batch's decode rows); see
-# BENCHMARKS.md for the measured crossover.
+# only the rows this layer's top-k selects ("selected"). Measured on an H200
+# (BENCHMARKS.md, "C4 rows"): the mark/compact pass of "selected" costs ~0.8 ms
+# of extra launches, while "all" streams rows at ~3.4 TB/s (1608 bytes a row,
+# ~0.5 ns): 16 queries over a 120k prefix took 0.39 ms with "all" and 1.22 ms
+# with "selected". "auto" therefore picks "selected" only past ~2M readable
+# rows (8M tokens of context), and only when the top-k picks fewer than half.
+C4_SELECT_MIN_ROWS = 1 << 21
 C4_SELECT_WHEN_ROWS_OVER_PICKS = 2.0
 
 
@@ -108,7 +111,8 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
     if c4_rows == "auto":
-        c4_rows = "selected" if rows.total > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * k else "all"
+        few_picks = rows.total > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * k
+        c4_rows = "selected" if few_picks and rows.total >= C4_SELECT_MIN_ROWS else "all"
     width = combined_index_width(k, plan.window)
     if plan.c4_indices is None or plan.c4_indices.shape[1] != width:
         plan.c4_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=q.device)

@@ -30,9 +30,12 @@ from ..validation import INDEX_DTYPES, check_int, check_tensor
 
 COMPRESS_RATIOS = (4, 128)
 # Bytes of C128 index rows materialized at once. A 32k-token chunk at 1M context
-# has 8192 C128 rows per query: 1 GiB of index rows if built whole; query tiles
-# of this budget keep the layer's temporaries near it (see BENCHMARKS.md).
-C128_INDEX_BUDGET_BYTES = 64 << 20
+# has 8192 C128 rows per query: 1 GiB of index rows if built whole. Query tiles
+# of 48 MiB keep a C128 layer's temporaries (tile index rows, the tile's
+# attention output before it lands in the layer output, the workspace) under
+# 256 MiB there, while an 8k chunk at 128k context (38 MiB) stays one tile
+# built once per step (see BENCHMARKS.md).
+C128_INDEX_BUDGET_BYTES = 48 << 20
 
 
 @dataclass

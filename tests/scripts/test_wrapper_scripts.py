@@ -63,6 +63,10 @@ class Stubs:
         for d in (self.bin, self.pylib / "sglang" / "test", self.record, self.work):
             d.mkdir(parents=True)
         _write_exe(self.bin / "sglang", STUB_SGLANG)
+        # The scripts' Python runs without site-packages (-S): only the stubs on
+        # PYTHONPATH are importable, whether or not the test venv has SGLang or
+        # this package's entry point installed.
+        _write_exe(self.bin / "python-isolated", f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
         _write_exe(self.bin / "nvidia-smi", STUB_NVIDIA_SMI)
         (self.pylib / "sglang" / "__init__.py").write_text("")
         (self.pylib / "sglang" / "test" / "__init__.py").write_text("")
@@ -77,7 +81,7 @@ class Stubs:
         self.env.update(
             PATH=f"{self.bin}:/usr/bin:/bin",
             PYTHONPATH=str(self.pylib),
-            PYTHON=sys.executable,
+            PYTHON=str(self.bin / "python-isolated"),
             STUB_RECORD=str(self.record),
             DSV4_SERVER_TIMEOUT="2",
         )
