@@ -148,6 +148,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", action="store_true", help="also time every block/warp configuration")
     ap.add_argument("--quick", action="store_true", help="smallest sizes only")
+    ap.add_argument("--only", choices=("dequant", "combine", "swa"), help="one kernel only")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_kernels.py needs a CUDA GPU", file=sys.stderr)
@@ -158,9 +159,16 @@ def main(argv=None) -> int:
     rows_list = [32768] if args.quick else [32768, 262144, 1048576]
     queries = [8192] if args.quick else [8192, 32768]
     results, sweep_rows = [], []
-    for part in (bench_dequant(rows_list, gen, args.sweep), bench_combine(queries, args.sweep), bench_swa_ids(args.sweep)):
-        results += part[0]
-        sweep_rows += part[1]
+    parts = {
+        "dequant": lambda: bench_dequant(rows_list, gen, args.sweep),
+        "combine": lambda: bench_combine(queries, args.sweep),
+        "swa": lambda: bench_swa_ids(args.sweep),
+    }
+    for name, run in parts.items():
+        if args.only in (None, name):
+            part = run()
+            results += part[0]
+            sweep_rows += part[1]
     if sweep_rows:
         print_table("sweep (block, warps)", ["kernel", "size", "block", "warps", "us", "TB/s"], sweep_rows)
     table = []

@@ -5,9 +5,11 @@ when ``flash_mla`` imports and the head count is one it takes, Triton
 otherwise), ``flashmla`` (fail loudly if it cannot run) or ``triton``.
 
 FlashMLA on SM90 takes only 64 or 128 query heads; a tensor-parallel rank of
-DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Rather than padding to 64 heads and
-doing 4-8x the useful arithmetic, those head counts go to the Triton kernels,
-which run at the native count.
+DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md),
+FlashMLA on heads zero-padded to 64 still beats the Triton kernels at their
+native 16 heads (prefill 1.24 vs 1.33 ms at s_q 8192; decode 46 vs 105 us at
+b 8), so ``auto`` pads, as SGLang does, and the Triton kernels run where
+FlashMLA cannot (other GPUs, no wheel) or when forced.
 """
 
 from __future__ import annotations
@@ -51,21 +53,55 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
+def flashmla_padded_heads(num_heads: int) -> Optional[int]:
+    """The FlashMLA head count ``num_heads`` is zero-padded to (None past 128)."""
+    return next((h for h in FLASHMLA_HEADS if h >= num_heads), None)
+
+
 def use_flashmla(device: torch.device, num_heads: int) -> bool:
-    """Whether this call goes to FlashMLA under the current kernel choice."""
+    """Whether this call goes to FlashMLA (heads padded up to 64 or 128) under the current choice."""
     choice = requested_kernels()
     if choice == "triton" or device.type != "cuda":
         if choice == "flashmla":
             raise RuntimeError("SGLANG_DSV4_SPARSE_KERNELS=flashmla needs a CUDA device")
         return False
     usable, why = flashmla_status(device.index or 0)
+    padded = flashmla_padded_heads(num_heads)
     if choice == "flashmla":
         if not usable:
             raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA cannot run: {why}")
-        if num_heads not in FLASHMLA_HEADS:
-            raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA takes {FLASHMLA_HEADS} heads, got {num_heads}")
+        if padded is None:
+            raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA takes at most 128 heads, got {num_heads}")
         return True
-    return usable and num_heads in FLASHMLA_HEADS
+    return usable and padded is not None
+
+
+def heads_to_run(real_heads: int, available_heads: int, device: torch.device) -> int:
+    """How many of a (possibly zero-padded) query's heads to hand the kernels.
+
+    SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
+    query goes as it is (no copy), and the Triton kernels get the real heads only.
+    """
+    if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
+        return available_heads
+    return real_heads
+
+
+def _pad_heads(q: torch.Tensor, attn_sink: Optional[torch.Tensor], head_dim: int):
+    """Zero-pad ``q``'s head dim (axis ``head_dim``) and the sink to FlashMLA's count."""
+    heads = q.shape[head_dim]
+    padded = flashmla_padded_heads(heads)
+    if padded == heads:
+        return q, attn_sink
+    shape = list(q.shape)
+    shape[head_dim] = padded
+    q_pad = q.new_zeros(shape)
+    q_pad.narrow(head_dim, 0, heads).copy_(q)
+    sink_pad = None
+    if attn_sink is not None:
+        sink_pad = attn_sink.new_zeros(padded)
+        sink_pad[:heads] = attn_sink
+    return q_pad, sink_pad
 
 
 def describe(device: Optional[torch.device] = None) -> str:
@@ -77,7 +113,7 @@ def describe(device: Optional[torch.device] = None) -> str:
     if choice == "triton":
         return "kernels=triton: Triton everywhere (forced)"
     if usable:
-        return f"kernels={choice}: FlashMLA for {FLASHMLA_HEADS} heads ({why}), Triton for other head counts"
+        return f"kernels={choice}: FlashMLA ({why}; fewer heads zero-padded to 64), Triton past 128 heads"
     return f"kernels={choice}: Triton ({why})"
 
 
@@ -93,10 +129,11 @@ def sparse_prefill_attention(
     if use_flashmla(q.device, q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
+        q_run, sink_run = _pad_heads(q, attn_sink, 1)
         out, _, _ = flash_mla_sparse_fwd(
-            q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length, use_legacy=flashmla_use_legacy(q.device)
+            q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=flashmla_use_legacy(q.device)
         )
-        return out
+        return out[:, : q.shape[1]]
     from .kernels.sparse_attn import sparse_mla_fwd
 
     out, _, _ = sparse_mla_fwd(q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length)
@@ -128,14 +165,15 @@ def paged_decode_attention(
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
         meta = sched_meta if sched_meta is not None else get_mla_metadata()[0]
+        q_run, sink_run = _pad_heads(q, attn_sink, 2)
         out, _ = flash_mla_with_kvcache(
-            q, main, None, None, L.HEAD_DIM, meta,
-            softmax_scale=sm_scale, is_fp8_kvcache=True, indices=indices, attn_sink=attn_sink,
+            q_run, main, None, None, L.HEAD_DIM, meta,
+            softmax_scale=sm_scale, is_fp8_kvcache=True, indices=indices, attn_sink=sink_run,
             extra_k_cache=extra, extra_indices_in_kvcache=extra_indices,
             topk_length=topk_length, extra_topk_length=extra_topk_length,
             use_legacy=flashmla_use_legacy(q.device),
         )
-        return out
+        return out[:, :, : q.shape[2]]
     from .kernels.sparse_attn import sparse_mla_decode_paged
 
     out, _ = sparse_mla_decode_paged(

@@ -498,8 +498,8 @@ class _SparseBackendMixin:
         if compress_ratio == 4:
             topk = self.forward_metadata.core_attn_metadata.c4_sparse_raw_indices[: step.num_tokens]
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
-        # garbage past the real ones); the core runs the real heads only, unless
-        # FlashMLA is forced.
+        # garbage past the real ones): FlashMLA takes the padded query as it is,
+        # the Triton kernels the real heads only (dispatch.heads_to_run).
         heads = self._kernel_heads(layer, q)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
@@ -517,9 +517,9 @@ class _SparseBackendMixin:
 
     def _kernel_heads(self, layer, q: torch.Tensor) -> int:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
-        if real >= q.shape[1] or dispatch.requested_kernels() == "flashmla":
+        if real >= q.shape[1]:
             return q.shape[1]
-        return real
+        return dispatch.heads_to_run(real, q.shape[1], q.device)
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:
@@ -534,8 +534,7 @@ class _SparseBackendMixin:
         if not heads:
             return 64
         real = max(1, int(heads) // tp)
-        if dispatch.requested_kernels() == "flashmla" and real not in dispatch.FLASHMLA_HEADS:
-            return 64 if real <= 64 else 128
+        # FlashMLA (auto or forced) runs the padded count; the router's limit is the same for both.
         return real
 
 

@@ -97,6 +97,9 @@ PREFILL_CONFIGS_WIDE = (
 # h 16, so three programs share an SM and hide each other's gather latency;
 # the hand-pipelined 8-warp variant is next.
 PREFILL_CONFIGS_NARROW = (
+    # Fastest of the sweep at h 16, s_q 8192, top-k 640 on an H200: 1.33 ms
+    # (n32w4s3: 1.49 ms; BENCHMARKS.md).
+    KernelConfig(64, 4, 2),
     KernelConfig(32, 4, 3),
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1),

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from sglang_dsv4_sparse import dispatch
+
+
+def test_padded_head_counts():
+    assert [dispatch.flashmla_padded_heads(h) for h in (1, 8, 16, 64, 65, 128, 129)] == [64, 64, 64, 64, 128, 128, None]
+
+
+def test_kernel_choice_is_validated(monkeypatch):
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "cutlass")
+    with pytest.raises(ValueError, match="SGLANG_DSV4_SPARSE_KERNELS"):
+        dispatch.requested_kernels()
+
+
+def test_triton_where_flashmla_cannot_run(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
+    assert not dispatch.use_flashmla(cpu, 64)
+    assert dispatch.heads_to_run(16, 64, cpu) == 16
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        dispatch.use_flashmla(cpu, 64)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "triton")
+    assert "Triton" in dispatch.describe(cpu)
+
+
+def test_pad_heads_zero_fills_query_and_sink():
+    q = torch.randn(3, 16, 512).bfloat16()
+    sink = torch.randn(16)
+    q_pad, sink_pad = dispatch._pad_heads(q, sink, 1)
+    assert q_pad.shape == (3, 64, 512) and torch.equal(q_pad[:, :16], q) and bool((q_pad[:, 16:] == 0).all())
+    assert torch.equal(sink_pad[:16], sink) and bool((sink_pad[16:] == 0).all())
+    same, same_sink = dispatch._pad_heads(q_pad, sink_pad, 1)
+    assert same is q_pad and same_sink is sink_pad
