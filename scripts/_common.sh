@@ -121,10 +121,12 @@ dsv4_check_gpu() {
   local needed=${1:-1}
   [[ ${DSV4_SKIP_GPU_CHECK:-0} == 1 ]] && return 0
   local hint="(set DSV4_SKIP_GPU_CHECK=1 to skip this check)"
-  command -v nvidia-smi >/dev/null 2>&1 ||
+  # NVIDIA_SMI names another binary (tests point it at a stub or at nothing).
+  local smi="${NVIDIA_SMI:-nvidia-smi}"
+  command -v "$smi" >/dev/null 2>&1 ||
     dsv4_die "$DSV4_EXIT_NO_GPU" "no GPU visible: nvidia-smi not found $hint"
   local count
-  count=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)
+  count=$("$smi" -L 2>/dev/null | grep -c '^GPU ' || true)
   # nvidia-smi lists every GPU; CUDA_VISIBLE_DEVICES narrows what SGLang sees.
   if [[ -n ${CUDA_VISIBLE_DEVICES+set} ]]; then
     local visible=0 dev

@@ -29,6 +29,7 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     """Median milliseconds of ``fn`` (CUDA events; L2 flushed between runs by do_bench)."""
     from triton.testing import do_bench
 
+    torch.cuda.synchronize()
     return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
@@ -36,6 +37,9 @@ def graph_ms(fn: Callable[[], object], rep_ms: float = 100) -> float:
     """Median milliseconds per call of ``fn`` replayed from a CUDA graph."""
     from triton.testing import do_bench_cudagraph
 
+    # do_bench_cudagraph runs fn on a new stream: inputs still being written on
+    # the default stream (a randperm of ids) must be finished first.
+    torch.cuda.synchronize()
     return float(do_bench_cudagraph(fn, rep=rep_ms, return_mode="median"))
 
 

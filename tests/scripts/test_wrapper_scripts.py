@@ -299,12 +299,12 @@ def test_serve_gpu_checks(stubs):
     res = stubs.run("serve.sh", CUDA_VISIBLE_DEVICES="0,1,2")
     assert res.returncode == 4 and "only 3 are visible" in res.stderr
     assert stubs.nothing_ran()
-    (stubs.bin / "nvidia-smi").unlink()
-    res = stubs.run("serve.sh")
+    # A machine with a real nvidia-smi on /usr/bin still has none under this name.
+    res = stubs.run("serve.sh", NVIDIA_SMI=str(stubs.bin / "no-nvidia-smi"))
     assert res.returncode == 4 and "nvidia-smi not found" in res.stderr
     assert "DSV4_SKIP_GPU_CHECK=1" in res.stderr
     assert stubs.nothing_ran()
-    res = stubs.run("serve.sh", DSV4_SKIP_GPU_CHECK="1")
+    res = stubs.run("serve.sh", NVIDIA_SMI=str(stubs.bin / "no-nvidia-smi"), DSV4_SKIP_GPU_CHECK="1")
     assert res.returncode == 0, res.stderr
     assert stubs.sglang_call()[0][0] == "serve"
 
