@@ -88,11 +88,12 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 # First the hand-pipelined loop (ids two blocks ahead, row bytes one block
 # ahead, in registers): 16-key tiles fit without spills (32 spill 168 bytes);
 # then Triton's pipeliner, which prefetches ids but waits for each gather.
-# Measured (H200, graph replays, BENCHMARKS.md "decode sweep"): 32-key tiles
-# through Triton's 3-stage pipeliner were the fastest at every 64/128-head
-# shape, 15-28% under the hand-pipelined 16-key loop (b 128 h 128: 303 vs
-# 420 us), so they come first.
+# Measured (H200, graph replays, BENCHMARKS.md "decode sweep"): tiles through
+# Triton's pipeliner beat the hand-pipelined 16-key loop at every 64/128-head
+# shape, and 64-key tiles with 3 stages beat 32-key ones where programs walk
+# many keys (b 128 h 128: 249 us, 301 with 32 keys, 420 hand-pipelined).
 DECODE_CONFIGS_WIDE = (
+    KernelConfig(64, 8, 3),
     KernelConfig(32, 8, 3),
     KernelConfig(16, 8, 1, prefetch=True),
     KernelConfig(32, 8, 1, prefetch=True),
@@ -100,9 +101,10 @@ DECODE_CONFIGS_WIDE = (
 )
 # h <= 16 (BLOCK_H 16, mma.sync): 4 warps and 16-key tiles, hand-pipelined,
 # fit 255 registers without spills, so two programs share an SM.
-# Measured likewise at b 8, h 16: the hand-pipelined 32-key loop on 8 warps,
-# 14.2 us against 16.4 us for 16 keys on 4 warps.
+# Measured likewise at b 8, h 16: 64-key tiles on 8 warps, 2 stages, 12.3 us;
+# the hand-pipelined 32-key loop 14.2 us; 16 keys on 4 warps 16.4 us.
 DECODE_CONFIGS_NARROW = (
+    KernelConfig(64, 8, 2),
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1, prefetch=True),
     KernelConfig(32, 8, 3),
