@@ -346,7 +346,8 @@ def copy_bandwidth(rep_ms):
 
 
 def bench_decode(args, flash_mla, fm_note, gen):
-    cases = [(64, 512), (128, 1024)]
+    # h 16 is a TP-4 rank of DSv4-Flash: FlashMLA runs it padded to 64 heads, as serving must.
+    cases = [(16, 512), (64, 512), (128, 1024)]
     batches = [1, 64] if args.quick else [1, 8, 64, 128]
     if DRY_RUN:
         cases, batches = [(64, 64), (16, 96)], [1, 2]
@@ -365,8 +366,10 @@ def bench_decode(args, flash_mla, fm_note, gen):
             meas = _measure(lambda: sparse_mla_decode_paged(**kw), args.rep_ms, graph=True)
             group.append(_add("decode", shape, "triton", meas, flops, key_bytes, _split_note(b, h, keys, kw["q"].device)))
             if flash_mla is not None:
-                group.append(_add("decode", shape, "flashmla", _measure(_flashmla_decode_fn(flash_mla, kw), args.rep_ms, graph=True),
-                                  flops, key_bytes))
+                fkw, note = _padded_for_flashmla(kw)
+                group.append(_add("decode", shape, "flashmla", _measure(_flashmla_decode_fn(flash_mla, fkw), args.rep_ms, graph=True),
+                                  flops, key_bytes, note))
+                del fkw
             else:
                 group.append(_add("decode", shape, "flashmla", {"error": fm_note}, flops, key_bytes))
             group.append(_add("decode", shape, "staged", _measure(lambda: sparse_mla_decode_staged(**kw), args.rep_ms, graph=True),
@@ -374,6 +377,18 @@ def bench_decode(args, flash_mla, fm_note, gen):
             _ratio_notes(group)
             del kw
             _empty_cache()
+
+
+def _padded_for_flashmla(kw):
+    """FlashMLA's decode takes 64 or 128 heads: zero-pad q and the sink (copy untimed)."""
+    h = kw["q"].shape[2]
+    if h in (64, 128):
+        return kw, ""
+    q = kw["q"].new_zeros(kw["q"].shape[:2] + (64, L.HEAD_DIM))
+    q[:, :, :h] = kw["q"]
+    sink = kw["attn_sink"].new_zeros(64)
+    sink[:h] = kw["attn_sink"]
+    return {**kw, "q": q, "attn_sink": sink}, f"q padded {h}->64 heads (copy untimed)"
 
 
 def _split_note(b, h, keys, device):

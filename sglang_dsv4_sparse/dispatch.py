@@ -5,11 +5,19 @@ when ``flash_mla`` imports and the head count is one it takes, Triton
 otherwise), ``flashmla`` (fail loudly if it cannot run) or ``triton``.
 
 FlashMLA on SM90 takes only 64 or 128 query heads; a tensor-parallel rank of
-DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md),
-FlashMLA on heads zero-padded to 64 still beats the Triton kernels at their
-native 16 heads (prefill 1.24 vs 1.33 ms at s_q 8192; decode 46 vs 105 us at
-b 8), so ``auto`` pads, as SGLang does, and the Triton kernels run where
-FlashMLA cannot (other GPUs, no wheel) or when forced.
+DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
+graph-timed decode, prefill at s_q 8192):
+
+* decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
+  heads up to 64 query rows (b 1 / 8 / 64: 11.3 / 12.7 / 41.1 us against 13.0 /
+  15.0 / 44.3) and loses at 128 (66.6 against 44.9 us);
+* prefill with 16 heads: on par (1.32 ms Triton, 1.30 ms FlashMLA padded);
+* 64 and 128 heads: FlashMLA is faster everywhere.
+
+So ``auto`` sends decode of at most 16 heads and 64 rows to Triton, and
+everything else that FlashMLA can run to FlashMLA, padding heads with zeros as
+SGLang does. Triton runs where FlashMLA cannot (other GPUs, no wheel) or when
+forced.
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
+# The measured region where native-head Triton decode beats padded FlashMLA.
+NATIVE_DECODE_MAX_HEADS = 16
+NATIVE_DECODE_MAX_ROWS = 64
+
+
 def flashmla_padded_heads(num_heads: int) -> Optional[int]:
     """The FlashMLA head count ``num_heads`` is zero-padded to (None past 128)."""
     return next((h for h in FLASHMLA_HEADS if h >= num_heads), None)
@@ -76,12 +89,26 @@ def use_flashmla(device: torch.device, num_heads: int) -> bool:
     return usable and padded is not None
 
 
-def heads_to_run(real_heads: int, available_heads: int, device: torch.device) -> int:
+def native_decode_wins(num_heads: int, rows: int) -> bool:
+    """Under ``auto``, a decode this small runs faster on Triton at its native head count."""
+    return requested_kernels() == "auto" and num_heads <= NATIVE_DECODE_MAX_HEADS and rows <= NATIVE_DECODE_MAX_ROWS
+
+
+def decode_uses_flashmla(device: torch.device, num_heads: int, rows: int) -> bool:
+    """Whether a paged decode of ``rows`` query rows and ``num_heads`` heads goes to FlashMLA."""
+    return use_flashmla(device, num_heads) and not native_decode_wins(num_heads, rows)
+
+
+def heads_to_run(real_heads: int, available_heads: int, device: torch.device, decode_rows: Optional[int] = None) -> int:
     """How many of a (possibly zero-padded) query's heads to hand the kernels.
 
     SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
     query goes as it is (no copy), and the Triton kernels get the real heads only.
+    ``decode_rows`` marks a paged decode of that many rows (shapes only, so the
+    choice is the same at CUDA-graph capture and replay).
     """
+    if decode_rows is not None and native_decode_wins(real_heads, decode_rows):
+        return real_heads
     if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
         return available_heads
     return real_heads
@@ -112,9 +139,16 @@ def describe(device: Optional[torch.device] = None) -> str:
     usable, why = flashmla_status(device.index or 0)
     if choice == "triton":
         return "kernels=triton: Triton everywhere (forced)"
-    if usable:
-        return f"kernels={choice}: FlashMLA ({why}; fewer heads zero-padded to 64), Triton past 128 heads"
-    return f"kernels={choice}: Triton ({why})"
+    if not usable:
+        if choice == "flashmla":
+            return f"kernels=flashmla: ERROR, FlashMLA cannot run ({why})"
+        return f"kernels={choice}: Triton ({why})"
+    if choice == "flashmla":
+        return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
+    return (
+        f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton for decode of "
+        f"<= {NATIVE_DECODE_MAX_HEADS} heads and <= {NATIVE_DECODE_MAX_ROWS} rows"
+    )
 
 
 def sparse_prefill_attention(
@@ -161,7 +195,7 @@ def paged_decode_attention(
     """
     main = L.flashmla_cache_view(k_cache, page_size)
     extra = None if extra_k_cache is None else L.flashmla_cache_view(extra_k_cache, extra_page_size)
-    if use_flashmla(q.device, q.shape[2]):
+    if decode_uses_flashmla(q.device, q.shape[2], q.shape[0] * q.shape[1]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
         meta = sched_meta if sched_meta is not None else get_mla_metadata()[0]
@@ -184,9 +218,9 @@ def paged_decode_attention(
     return out
 
 
-def new_decode_sched_meta(device: torch.device, num_heads: int):
+def new_decode_sched_meta(device: torch.device, num_heads: int, rows: int):
     """A fresh FlashMLA scheduler-metadata object, or None on the Triton path."""
-    if not use_flashmla(device, num_heads):
+    if not decode_uses_flashmla(device, num_heads, rows):
         return None
     from flash_mla import get_mla_metadata
 

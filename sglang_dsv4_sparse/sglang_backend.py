@@ -500,7 +500,8 @@ class _SparseBackendMixin:
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels the real heads only (dispatch.heads_to_run).
-        heads = self._kernel_heads(layer, q)
+        decode_rows = None if step.route == ROUTE_SPARSE_PREFILL else step.num_tokens
+        heads = self._kernel_heads(layer, q, decode_rows)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
         if step.route == ROUTE_SPARSE_PREFILL:
@@ -515,11 +516,11 @@ class _SparseBackendMixin:
         full[:, heads:].zero_()
         return full
 
-    def _kernel_heads(self, layer, q: torch.Tensor) -> int:
+    def _kernel_heads(self, layer, q: torch.Tensor, decode_rows=None) -> int:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
         if real >= q.shape[1]:
             return q.shape[1]
-        return dispatch.heads_to_run(real, q.shape[1], q.device)
+        return dispatch.heads_to_run(real, q.shape[1], q.device, decode_rows)
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:

@@ -34,3 +34,19 @@ def test_pad_heads_zero_fills_query_and_sink():
     assert torch.equal(sink_pad[:16], sink) and bool((sink_pad[16:] == 0).all())
     same, same_sink = dispatch._pad_heads(q_pad, sink_pad, 1)
     assert same is q_pad and same_sink is sink_pad
+
+
+def test_small_few_head_decodes_go_to_triton(monkeypatch):
+    # Where FlashMLA runs, decode of <= 16 heads and <= 64 rows still goes to
+    # Triton at the native head count (measured faster); the rest to FlashMLA.
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
+    monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: heads <= 128)
+    dev = torch.device("cpu")
+    assert not dispatch.decode_uses_flashmla(dev, 16, 64)
+    assert dispatch.decode_uses_flashmla(dev, 16, 65)
+    assert dispatch.decode_uses_flashmla(dev, 64, 1)
+    assert dispatch.heads_to_run(16, 64, dev, decode_rows=8) == 16
+    assert dispatch.heads_to_run(16, 64, dev, decode_rows=128) == 64
+    assert dispatch.heads_to_run(16, 64, dev) == 64  # prefill: FlashMLA on the padded query
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
+    assert dispatch.decode_uses_flashmla(dev, 16, 8)

@@ -24,11 +24,12 @@ from .plan import PagedPlan, PrefillPlan, topk_to_token_ids
 RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
 # only the rows this layer's top-k selects ("selected"). Measured on an H200
-# (BENCHMARKS.md, "C4 rows"): the mark/compact pass of "selected" costs ~0.8 ms
-# of extra launches, while "all" streams rows at ~3.4 TB/s (1608 bytes a row,
-# ~0.5 ns): 16 queries over a 120k prefix took 0.39 ms with "all" and 1.22 ms
-# with "selected". "auto" therefore picks "selected" only past ~2M readable
-# rows (8M tokens of context), and only when the top-k picks fewer than half.
+# (BENCHMARKS.md, section 3): the mark/compact pass of "selected" costs ~0.5-0.8
+# ms of extra launches, while "all" streams rows at ~3.4 TB/s (1608 bytes a row,
+# ~0.5 ns): 16 queries over a 120k prefix took 0.23 ms with "all" and 0.78 ms
+# with "selected", one query over a 1M context 0.37 and 1.18 ms. "auto" therefore
+# picks "selected" only past ~2M readable rows (8M tokens of context), and only
+# when the top-k picks fewer than half of them.
 C4_SELECT_MIN_ROWS = 1 << 21
 C4_SELECT_WHEN_ROWS_OVER_PICKS = 2.0
 
@@ -81,6 +82,8 @@ def prefill_layer(
     readable rows to top-k picks).
     """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if c4_rows not in ("auto", "all", "selected"):
+        raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if compress_ratio == 0:
@@ -108,8 +111,6 @@ def prefill_layer(
 
 def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
     num_tokens, k = topk_indices.shape
-    if c4_rows not in ("auto", "all", "selected"):
-        raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
     if c4_rows == "auto":
         few_picks = rows.total > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * k
         c4_rows = "selected" if few_picks and rows.total >= C4_SELECT_MIN_ROWS else "all"
@@ -182,7 +183,7 @@ def decode_layer(
     if compress_ratio:
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
     if compress_ratio not in plan.sched_meta:
-        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1])
+        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1], plan.num_tokens)
     out = paged_decode_attention(
         q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
         sched_meta=plan.sched_meta[compress_ratio], **extra,
