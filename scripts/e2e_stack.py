@@ -138,11 +138,9 @@ def run_bench(quick: bool) -> tuple[list, list]:
             for mode in samples:
                 samples[mode].append(_events_ms(lambda: prefill_layer(plan, ws, q, swa, 4, caches[4], topk, sink, c4_rows=mode), reps=5))
         times = {mode: sorted(v)[len(v) // 2] for mode, v in samples.items()}
-        from sglang_dsv4_sparse.core import forward as fwd
+        from sglang_dsv4_sparse.core.forward import choose_c4_rows
 
-        total = plan.compressed[4].total
-        few = total > fwd.C4_SELECT_WHEN_ROWS_OVER_PICKS * chunk * 512
-        picked = "selected" if few and total >= fwd.C4_SELECT_MIN_ROWS else "all"
+        picked = choose_c4_rows(plan.compressed[4].total, chunk, 512)
         c4_rows.append((chunk, prefix, plan.compressed[4].total, times["all"], times["selected"], times["auto"], picked))
         del inputs, swa, caches, q, plan, ws
         torch.cuda.empty_cache()

@@ -193,10 +193,11 @@ def paged_decode_attention(
     ``sched_meta`` is FlashMLA's scheduler metadata, shared by every layer that
     has the same shapes and lengths (one per compress ratio per step).
     """
-    main = L.flashmla_cache_view(k_cache, page_size)
-    extra = None if extra_k_cache is None else L.flashmla_cache_view(extra_k_cache, extra_page_size)
     if decode_uses_flashmla(q.device, q.shape[2], q.shape[0] * q.shape[1]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
+
+        main = L.flashmla_cache_view(k_cache, page_size)
+        extra = None if extra_k_cache is None else L.flashmla_cache_view(extra_k_cache, extra_page_size)
 
         meta = sched_meta if sched_meta is not None else get_mla_metadata()[0]
         q_run, sink_run = _pad_heads(q, attn_sink, 2)
@@ -211,9 +212,9 @@ def paged_decode_attention(
     from .kernels.sparse_attn import sparse_mla_decode_paged
 
     out, _ = sparse_mla_decode_paged(
-        q, main, indices, topk_length=topk_length, attn_sink=attn_sink,
-        extra_k_cache=extra, extra_indices_in_kvcache=extra_indices, extra_topk_length=extra_topk_length,
-        softmax_scale=sm_scale, head_dim_v=L.HEAD_DIM,
+        q, k_cache, indices, topk_length=topk_length, attn_sink=attn_sink,
+        extra_k_cache=extra_k_cache, extra_indices_in_kvcache=extra_indices, extra_topk_length=extra_topk_length,
+        softmax_scale=sm_scale, head_dim_v=L.HEAD_DIM, page_size=page_size, extra_page_size=extra_page_size,
     )
     return out
 

@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -71,7 +70,7 @@ from . import layout as L
 from .core.forward import Workspace, decode_layer, prefill_layer
 from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_paged_plan, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
-from .validation import bounds_check_enabled
+from .validation import bounds_check_enabled, env_flag
 
 logger = logging.getLogger(__name__)
 
@@ -82,13 +81,15 @@ BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
 ROUTE_PAGED = "paged"
 HANDLED_RATIOS = (0, 4, 128)
-_OFF_VALUES = ("0", "false", "no", "off", "n")
 
 
 def sparse_enabled() -> bool:
     """``SGLANG_DSV4_SPARSE`` (default on): ``0`` leaves SGLang's backend alone."""
-    value = os.environ.get(SWITCH_ENV)
-    return value is None or value.strip().lower() not in _OFF_VALUES
+    try:
+        return env_flag(SWITCH_ENV, True)
+    except ValueError as err:  # never crash SGLang over a typo: leave it untouched
+        logger.warning("sglang-dsv4-sparse: %s; leaving SGLang's backend in place", err)
+        return False
 
 
 def sglang_version() -> Optional[str]:

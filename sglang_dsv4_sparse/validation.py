@@ -16,9 +16,28 @@ import torch
 INDEX_DTYPES = (torch.int32, torch.int64)
 
 
+_ON = ("1", "true", "yes", "on", "y")
+_OFF = ("0", "false", "no", "off", "n")
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A boolean environment flag: 1/true/yes/on/y or 0/false/no/off/n; unset or empty is ``default``.
+
+    Anything else is an error naming the variable, rather than a silent guess.
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _ON:
+        return True
+    if value in _OFF:
+        return False
+    raise ValueError(f"{name} must be one of {_ON + _OFF}, got {os.environ[name]!r}")
+
+
 def bounds_check_enabled() -> bool:
     """``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` also range-checks every id (host sync)."""
-    return os.environ.get("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "0").lower() in ("1", "true", "yes", "on")
+    return env_flag("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", False)
 
 
 def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:

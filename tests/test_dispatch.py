@@ -50,3 +50,16 @@ def test_small_few_head_decodes_go_to_triton(monkeypatch):
     assert dispatch.heads_to_run(16, 64, dev) == 64  # prefill: FlashMLA on the padded query
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
     assert dispatch.decode_uses_flashmla(dev, 16, 8)
+
+
+def test_env_flags_parse_one_way(monkeypatch):
+    from sglang_dsv4_sparse.validation import env_flag
+
+    for value, expected in (("1", True), ("ON", True), ("n", False), ("0", False), ("", True)):
+        monkeypatch.setenv("DSV4_TEST_FLAG", value)
+        assert env_flag("DSV4_TEST_FLAG", True) is expected
+    monkeypatch.delenv("DSV4_TEST_FLAG")
+    assert env_flag("DSV4_TEST_FLAG", False) is False
+    monkeypatch.setenv("DSV4_TEST_FLAG", "maybe")
+    with pytest.raises(ValueError, match="DSV4_TEST_FLAG"):
+        env_flag("DSV4_TEST_FLAG", True)

@@ -34,6 +34,12 @@ C4_SELECT_MIN_ROWS = 1 << 21
 C4_SELECT_WHEN_ROWS_OVER_PICKS = 2.0
 
 
+def choose_c4_rows(readable_rows: int, num_tokens: int, topk: int) -> str:
+    """``"auto"``'s choice for a C4 layer: ``"selected"`` only for huge, sparsely picked contexts."""
+    few_picks = readable_rows > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * topk
+    return "selected" if few_picks and readable_rows >= C4_SELECT_MIN_ROWS else "all"
+
+
 class Workspace:
     """A bf16 ``[rows, 1, 512]`` buffer reused across layers and steps."""
 
@@ -112,8 +118,7 @@ def prefill_layer(
 def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
-        few_picks = rows.total > C4_SELECT_WHEN_ROWS_OVER_PICKS * num_tokens * k
-        c4_rows = "selected" if few_picks and rows.total >= C4_SELECT_MIN_ROWS else "all"
+        c4_rows = choose_c4_rows(rows.total, num_tokens, k)
     width = combined_index_width(k, plan.window)
     if plan.c4_indices is None or plan.c4_indices.shape[1] != width:
         plan.c4_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=q.device)

@@ -13,10 +13,11 @@ SM (228 KB on Hopper: b <= 11673). The Triton paged kernel has no such bound.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import torch
+
+from ..validation import env_flag
 
 # FlashMLA's decode scheduler: 4 bytes for each of 5 * b + 1 int32 entries.
 SCHEDULER_BYTES_PER_ROW = 4 * 5
@@ -31,10 +32,7 @@ def sparse_prefill_flag() -> bool:
 
         return bool(getattr(envs, FLAG).get())
     except Exception:  # SGLang absent, or a version without the field
-        value = os.environ.get(FLAG)
-        if value is None:
-            return True
-        return value.strip().lower() not in ("0", "false", "no", "off", "")
+        return env_flag(FLAG, True)
 
 
 def scheduler_row_limit(shared_memory_bytes: int) -> int:
