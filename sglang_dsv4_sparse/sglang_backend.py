@@ -49,9 +49,9 @@ records inside the graph, after the parent's own in-graph metadata build.
 ``build_paged_plan`` allocates only shapes fixed by the batch size and the
 page-table width, never reads device values on the host, and takes the query
 positions from the parent's metadata, so replay recomputes the whole plan
-from the graph's static buffers. The one host input it has no use for,
-``StepInputs.seq_lens_cpu``, is unknown inside a graph; a stand-in list is
-passed there (``build_paged_plan`` reads it only in ``validate()``).
+from the graph's static buffers. The host lengths
+(``StepInputs.seq_lens_cpu``) are unknown inside a graph and the paged route
+does not need them: None is passed there.
 Extends are planned eagerly in ``init_forward_metadata``; prefill CUDA graphs
 (breakable or piecewise capture) go to the parent.
 """
@@ -444,8 +444,7 @@ class _SparseBackendMixin:
             core.c4_sparse_raw_indices = torch.empty_like(core.c4_sparse_page_indices)
         host_lens = forward_batch.seq_lens_cpu
         if _capturing() or host_lens is None or len(host_lens) != num_rows:
-            # Unknown inside a graph; build_paged_plan reads it only in validate().
-            seq_lens_cpu = [1] * num_rows
+            seq_lens_cpu = None  # unknown inside a graph; the paged route does not need it
         else:
             seq_lens_cpu = _int_list(host_lens)
         inputs = self._step_inputs(

@@ -52,7 +52,7 @@ class StepInputs:
     req_to_token: torch.Tensor  # (pool rows, max len) full-cache id of each position
     full_to_swa: torch.Tensor  # (full cache size,) SWA-cache id of each full-cache id
     compressed_page_tables: Dict[int, torch.Tensor]  # ratio -> (R, pages) page ids
-    seq_lens_cpu: Sequence[int]
+    seq_lens_cpu: Optional[Sequence[int]]  # host copy; the paged route (decode graphs) may pass None
     extend_lens_cpu: Sequence[int]
     positions: Optional[torch.Tensor] = None  # (T,) absolute query positions; derived if None
     swa_page_size: int = L.SWA_PAGE_SIZE
@@ -67,11 +67,14 @@ class StepInputs:
         check_tensor("req_pool_indices", self.req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
         check_tensor("req_to_token", self.req_to_token, dtypes=INDEX_DTYPES, ndim=2, device=device)
         check_tensor("full_to_swa", self.full_to_swa, dtypes=INDEX_DTYPES, ndim=1, device=device)
-        if len(self.seq_lens_cpu) != num_reqs or len(self.extend_lens_cpu) != num_reqs:
-            raise ValueError(f"seq_lens_cpu and extend_lens_cpu must have {num_reqs} entries")
-        for r, (s, e) in enumerate(zip(self.seq_lens_cpu, self.extend_lens_cpu)):
-            if not 0 <= e <= s:
-                raise ValueError(f"request {r}: extend_lens_cpu={e} must lie in [0, seq_lens_cpu={s}]")
+        if len(self.extend_lens_cpu) != num_reqs:
+            raise ValueError(f"extend_lens_cpu must have {num_reqs} entries")
+        if self.seq_lens_cpu is not None:
+            if len(self.seq_lens_cpu) != num_reqs:
+                raise ValueError(f"seq_lens_cpu must have {num_reqs} entries")
+            for r, (s, e) in enumerate(zip(self.seq_lens_cpu, self.extend_lens_cpu)):
+                if not 0 <= e <= s:
+                    raise ValueError(f"request {r}: extend_lens_cpu={e} must lie in [0, seq_lens_cpu={s}]")
         if self.positions is not None:
             check_tensor("positions", self.positions, dtypes=INDEX_DTYPES, shape=(sum(self.extend_lens_cpu),), device=device)
         for ratio, table in self.compressed_page_tables.items():
@@ -83,7 +86,7 @@ class StepInputs:
                 raise ValueError(f"compressed_page_sizes has no page size for ratio {ratio}")
             check_int(f"compressed_page_sizes[{ratio}]", self.compressed_page_sizes[ratio], minimum=1)
             capacity = table.shape[1] * self.compressed_page_sizes[ratio]
-            if max(self.seq_lens_cpu, default=0) // ratio > capacity:
+            if self.seq_lens_cpu is not None and max(self.seq_lens_cpu, default=0) // ratio > capacity:
                 raise ValueError(f"compressed_page_tables[{ratio}] holds {capacity} rows, fewer than a request needs")
         check_int("swa_page_size", self.swa_page_size, minimum=1)
         check_int("window", self.window, minimum=1)
@@ -178,7 +181,7 @@ class PagedPlan:
 def _query_positions(inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(req_of_token, positions) as int64, positions derived from lengths if not given."""
     device = inputs.device
-    num_reqs = len(inputs.seq_lens_cpu)
+    num_reqs = len(inputs.extend_lens_cpu)
     total = inputs.num_tokens
     ext = inputs.extend_lens.to(torch.int64)
     req_of_token = torch.repeat_interleave(torch.arange(num_reqs, device=device), ext, output_size=total)
@@ -225,6 +228,8 @@ def _query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, tile_rows: i
 
 def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES) -> PrefillPlan:
     """Plan the sparse prefill route of one step (any mix of prefixes and lengths)."""
+    if inputs.seq_lens_cpu is None:
+        raise ValueError("seq_lens_cpu is required on the sparse prefill route: host lengths size the workspace")
     inputs.validate()
     device = inputs.device
     num_reqs = len(inputs.seq_lens_cpu)

@@ -115,3 +115,14 @@ def test_bad_inputs_name_the_field(device):
     inputs.compressed_page_tables[128] = torch.tensor([[1]], device=device)
     with pytest.raises(ValueError, match=r"compressed_page_tables\[128\]"):
         build_prefill_plan(inputs)
+
+
+def test_paged_plan_needs_no_host_lengths(device):
+    inputs = _inputs(device)
+    with_host = build_paged_plan(inputs, c128_width=4)
+    inputs.seq_lens_cpu = None
+    without = build_paged_plan(inputs, c128_width=4)
+    assert torch.equal(with_host.swa_indices, without.swa_indices)
+    assert torch.equal(with_host.c128_indices, without.c128_indices)
+    with pytest.raises(ValueError, match="seq_lens_cpu is required"):
+        build_prefill_plan(inputs)
