@@ -19,7 +19,7 @@ from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_pre
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
 from ..validation import INDEX_DTYPES, check_int, check_tensor
-from .plan import PagedPlan, PrefillPlan, topk_to_token_ids
+from .plan import PagedPlan, PrefillPlan, readable_topk_lengths, topk_to_token_ids
 
 RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
@@ -149,7 +149,7 @@ def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
     num_tokens, k = topk_indices.shape
     local = topk_indices.to(torch.int64)
     # A pick past a query's top-k length is not read: mask it so it is not gathered.
-    lens = torch.clamp(torch.div(plan.query_pos.to(torch.int64) + 1, 4, rounding_mode="floor"), max=k)
+    lens = readable_topk_lengths(plan.query_pos, 4, k)
     readable = (torch.arange(k, device=device)[None, :] < lens[:, None]) & (local >= 0)
     global_row = torch.where(readable, local + rows.base.to(torch.int64)[plan.req_of_token][:, None], -1)
     marks = torch.zeros(rows.total + 1, dtype=torch.int32, device=device)

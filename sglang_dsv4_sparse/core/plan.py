@@ -320,6 +320,11 @@ def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> Pa
     return plan
 
 
+def readable_topk_lengths(query_pos: torch.Tensor, ratio: int, k: int) -> torch.Tensor:
+    """How many top-k entries a query at each position may read: ``min((pos + 1) // ratio, k)`` (int64)."""
+    return torch.clamp(torch.div(query_pos.to(torch.int64) + 1, ratio, rounding_mode="floor"), max=k)
+
+
 def topk_to_token_ids(plan: PagedPlan, ratio: int, topk_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A C4 layer's request-local top-k rows as ids into its paged cache, and their lengths."""
     table = plan.compressed_page_tables[ratio]
@@ -330,7 +335,7 @@ def topk_to_token_ids(plan: PagedPlan, ratio: int, topk_indices: torch.Tensor) -
     page_col = torch.div(local.clamp_min(0), page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)
     page = table[plan.req_of_token[:, None], page_col]
     ids = torch.where(local >= 0, page.to(torch.int64) * page_size + local.clamp_min(0) % page_size, -1)
-    lens = torch.clamp(torch.div(plan.query_pos + 1, ratio, rounding_mode="floor"), max=k).to(torch.int32)
+    lens = readable_topk_lengths(plan.query_pos, ratio, k).to(torch.int32)
     cols = torch.arange(k, device=ids.device)
     # Entries past a query's top-k length are not rows it may read.
     ids = torch.where(cols[None, :] < lens[:, None], ids, -1)
