@@ -97,3 +97,17 @@ def assert_attention_close(out: torch.Tensor, ref: torch.Tensor, what: str = "ou
     rel = float((out - ref).norm() / ref.norm().clamp_min(1e-30))
     if rel > 1e-2:
         raise AssertionError(f"{what}: relative norm error {rel:.3g} > 1e-2")
+
+
+def flashmla_or_skip():
+    """``(flash_mla module, SM major)`` for GPU tests that compare with FlashMLA; skips where it cannot run."""
+    import pytest
+
+    from .dispatch import flashmla_status
+
+    usable, why = flashmla_status(torch.cuda.current_device())
+    if not usable:
+        pytest.skip(f"FlashMLA cannot run here: {why}")
+    import flash_mla
+
+    return flash_mla, torch.cuda.get_device_capability()[0]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sglang_dsv4_sparse.testing import assert_attention_close
+from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_decode_staged
@@ -251,17 +251,6 @@ def test_bounds_flag_rejects_ids_past_the_cache(gen, device, monkeypatch):
 # --------------------------------------------------------------------- GPU only
 
 
-def _flash_mla_or_skip():
-    try:
-        import flash_mla
-    except Exception as err:  # pragma: no cover - depends on the GPU machine
-        pytest.skip(f"flash_mla not importable: {err}")
-    major, _ = torch.cuda.get_device_capability()
-    if major not in (9, 10):
-        pytest.skip("FlashMLA's sparse kernels need SM90 or SM100")
-    return flash_mla, major
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("b,h,extra_topk", [(1, 64, 512), (37, 64, 512), (8, 128, 1024), (200, 16, 512)])
 def test_gpu_large_shapes_match_reference(gen, b, h, extra_topk):
@@ -287,7 +276,7 @@ def test_gpu_many_rows_past_flashmla_scheduler_limit(gen):
 @pytest.mark.flashmla
 @pytest.mark.parametrize("b,h,extra_topk", [(1, 64, 512), (16, 64, 512), (64, 64, 512), (2, 128, 1024), (128, 128, 1024)])
 def test_gpu_matches_flashmla(gen, b, h, extra_topk):
-    flash_mla, major = _flash_mla_or_skip()
+    flash_mla, major = flashmla_or_skip()
     if major != 9:
         pytest.skip("FlashMLA reads the 584-byte V4 layout with its legacy (SM90) kernels only")
     # FlashMLA skips only -1 and reads any other id: no ids past the cache here.

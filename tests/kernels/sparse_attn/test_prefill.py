@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sglang_dsv4_sparse.testing import assert_attention_close
+from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_fwd
@@ -198,17 +198,6 @@ def test_bad_arguments_name_the_argument(device):
 # --------------------------------------------------------------------- GPU only
 
 
-def _flash_mla_or_skip():
-    try:
-        import flash_mla  # noqa: F401
-    except Exception as err:  # pragma: no cover - depends on the GPU machine
-        pytest.skip(f"flash_mla not importable: {err}")
-    major, _ = torch.cuda.get_device_capability()
-    if major not in (9, 10):
-        pytest.skip("FlashMLA's sparse kernels need SM90 or SM100")
-    return flash_mla, major
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("h", [16, 64, 128])
 def test_gpu_large_shapes_match_reference(gen, h):
@@ -227,7 +216,7 @@ def test_gpu_large_shapes_match_reference(gen, h):
 @pytest.mark.parametrize("h", [64, 128])
 @pytest.mark.parametrize("features", ["plain", "sink_len"])
 def test_gpu_matches_flashmla(gen, h, features):
-    flash_mla, major = _flash_mla_or_skip()
+    flash_mla, major = flashmla_or_skip()
     s_q, s_kv, topk = 256, 4096, 640  # topk % 128 == 0 for SM90's kernel
     q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
     q, kv, idx = q.cuda(), kv.cuda(), idx.cuda()
