@@ -44,7 +44,6 @@ the table goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -59,9 +58,9 @@ if DRY_RUN:
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.testing import do_bench, do_bench_cudagraph  # noqa: E402
 
 from sglang_dsv4_sparse import layout as L  # noqa: E402
+from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, graph_ms, median_ms, save_json  # noqa: E402
 from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
     KernelConfig,
     sparse_mla_decode_paged,
@@ -167,10 +166,10 @@ def _measure(fn, rep_ms: float, count_launches: bool = True, graph: bool = False
             fn()
             ms = (time.perf_counter() - start) * 1e3
         else:
-            ms = do_bench(fn, warmup=max(5, rep_ms // 5), rep=rep_ms, return_mode="median")
+            ms = median_ms(fn, warmup_ms=max(5, rep_ms // 5), rep_ms=rep_ms)
             if graph:
                 extra["eager_ms"] = ms
-                ms = do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")
+                ms = graph_ms(fn, rep_ms=rep_ms)
         return {
             **extra,
             "ms": ms,
@@ -327,21 +326,18 @@ def _flashmla_decode_fn(flash_mla, kw):
 # -------------------------------------------------------------------- benches
 
 
-def copy_bandwidth(rep_ms):
-    src = torch.empty((2**20 if DRY_RUN else 512 * 2**20), dtype=torch.uint8, device=DEV)
-    dst = torch.empty_like(src)
+def copy_bandwidth():
     if DRY_RUN:
+        src = torch.empty(2**20, dtype=torch.uint8)
         start = time.perf_counter()
-        dst.copy_(src)
-        ms = (time.perf_counter() - start) * 1e3
+        torch.empty_like(src).copy_(src)
+        tbps = 2 * src.numel() / (time.perf_counter() - start) / 1e12
     else:
-        ms = do_bench(lambda: dst.copy_(src), rep=rep_ms, return_mode="median")
-    tbps = 2 * src.numel() / (ms * 1e-3) / 1e12
-    row = {"kind": "copy", "shape": "512 MiB d2d", "impl": "torch", "ms": ms, "tbps": tbps, "tflops": 0.0,
+        tbps = copy_bandwidth_tbps(512 * 2**20)
+    row = {"kind": "copy", "shape": "512 MiB d2d", "impl": "torch", "ms": float("nan"), "tbps": tbps, "tflops": 0.0,
            "launches": 1, "temp_bytes": 0, "note": "bytes read + written"}
     ROWS.append(row)
-    _print_row(row)
-    del src, dst
+    print(f"copy     512 MiB device-to-device: {tbps:.2f} TB/s (bytes read + written)", flush=True)
     return tbps
 
 
@@ -392,19 +388,19 @@ def _padded_for_flashmla(kw):
 
 
 def _split_note(b, h, keys, device):
-    block_h = _decode_mod.decode_block_h(h)
+    sms = _decode_mod._num_sms(device)
+    block_h = _decode_mod.decode_block_h(h, b)
     head_blocks = triton.cdiv(h, block_h)
     wide = block_h == _prefill_mod.MAX_BLOCK_H
-    key = ("decode_paged", device, block_h, L.SWA_PAGE_SIZE, L.C4_PAGE_SIZE, DRY_RUN)
-    configs = _decode_mod.DECODE_CONFIGS_WIDE if wide else _decode_mod.DECODE_CONFIGS_NARROW
+    config_list, configs = _decode_mod.decode_configs(h, block_h, b)
+    key = ("decode_paged", device, config_list, L.SWA_PAGE_SIZE, L.C4_PAGE_SIZE, DRY_RUN)
     cfg = _prefill_mod._CONFIG_CACHE.get(key, configs[0])
-    slots = _decode_mod._num_sms(device) * (
-        _decode_mod._PROGRAMS_PER_SM_WIDE if wide else _decode_mod._PROGRAMS_PER_SM_NARROW
-    )
+    slots = sms * (_decode_mod._PROGRAMS_PER_SM_WIDE if wide else _decode_mod._PROGRAMS_PER_SM_NARROW)
     blocks = triton.cdiv(L.SWA_WINDOW, cfg.block_n) + triton.cdiv(keys - L.SWA_WINDOW, cfg.block_n)
     min_blocks = max(1, _decode_mod.MIN_KEYS_PER_SPLIT // cfg.block_n)
     splits, _ = _decode_mod.plan_splits(b, head_blocks, blocks, slots, min_blocks)
-    return f"{cfg}: {b * head_blocks * splits} programs, {splits} split{'s' if splits > 1 else ''}"
+    return (f"{block_h} heads/program, {cfg}: {b * head_blocks * splits} programs, "
+            f"{splits} split{'s' if splits > 1 else ''}")
 
 
 def _prefill_inputs(s_q, h, gen):
@@ -545,7 +541,8 @@ def run_check(flash_mla, gen):
 
 def run_sweep(args, gen):
     print("== --sweep: every built-in config (and split counts) on a few shapes", flush=True)
-    dec_shapes = ((1, 64, 512), (8, 64, 512), (64, 64, 512), (128, 64, 512), (128, 128, 1024), (8, 16, 512))
+    dec_shapes = ((1, 64, 512), (8, 64, 512), (16, 64, 512), (64, 64, 512), (128, 64, 512), (1, 128, 1024),
+                  (8, 128, 1024), (128, 128, 1024), (8, 16, 512))
     pre_s_q = 8192
     if DRY_RUN:
         dec_shapes, pre_s_q = ((1, 64, 64), (2, 16, 96)), 2
@@ -553,20 +550,29 @@ def run_sweep(args, gen):
         dec_shapes = ()
     for b, h, extra in dec_shapes:
         kw = _decode_inputs(b, h, extra, gen)
-        wide = _decode_mod.decode_block_h(h) == _prefill_mod.MAX_BLOCK_H
-        configs = _decode_mod.DECODE_CONFIGS_WIDE if wide else _decode_mod.DECODE_CONFIGS_NARROW
-        extra_dec = (KernelConfig(32, 8, 2), KernelConfig(16, 8, 2)) if wide else (KernelConfig(16, 4, 2),)
-        configs = tuple(configs) + tuple(c for c in extra_dec if c not in configs)
-        splits_options = [None] + ([1, 2, 4, 8, 16, 32] if b <= 8 else [1, 2, 4])
-        if DRY_RUN:
-            splits_options = [None, 2]
-        for cfg in configs:
-            for ns in splits_options:
-                meas = _measure(lambda: sparse_mla_decode_paged(**kw, num_splits=ns, config=cfg), args.rep_ms,
-                                count_launches=False, graph=True)
-                keys = L.SWA_WINDOW + extra
-                _add("sweep-dec", f"b{b} h{h} c4_{extra}", str(cfg), meas, 4 * h * keys * L.HEAD_DIM * b,
-                     b * keys * FP8_KEY_BYTES, f"num_splits={ns if ns is not None else 'rule'}")
+        keys = L.SWA_WINDOW + extra
+        # Above 16 heads both head-block widths are timed: the rule in
+        # decode_block_h picks between them by batch size.
+        for block_h in (16,) if h <= 16 else (16, 64):
+            wide = block_h == _prefill_mod.MAX_BLOCK_H
+            configs = (_decode_mod.DECODE_CONFIGS_WIDE if wide
+                       else _decode_mod.DECODE_CONFIGS_NARROW_FEW + _decode_mod.DECODE_CONFIGS_NARROW_MANY)
+            extra_dec = (KernelConfig(32, 8, 2), KernelConfig(16, 8, 2)) if wide else (KernelConfig(16, 4, 2),)
+            configs = tuple(dict.fromkeys(tuple(configs) + extra_dec))
+            if args.quick:
+                configs = configs[:2]
+            splits_options = [None] + ([1, 2, 4, 8, 16, 32] if b <= 8 else [1, 2, 4])
+            if DRY_RUN or args.quick:
+                splits_options = [None, 2]
+            for cfg in configs:
+                for ns in splits_options:
+                    meas = _measure(
+                        lambda: sparse_mla_decode_paged(**kw, num_splits=ns, config=cfg, block_h=block_h),
+                        args.rep_ms, count_launches=False, graph=True,
+                    )
+                    _add("sweep-dec", f"b{b} h{h} c4_{extra}", f"h{block_h} {cfg}", meas,
+                         4 * h * keys * L.HEAD_DIM * b, b * keys * FP8_KEY_BYTES,
+                         f"num_splits={ns if ns is not None else 'rule'}")
         del kw
         _empty_cache()
     extra_cfgs = (KernelConfig(32, 8, 2), KernelConfig(64, 8, 3), KernelConfig(64, 4, 3), KernelConfig(32, 4, 4),
@@ -619,7 +625,7 @@ def main(argv=None) -> int:
         check_ok = run_check(flash_mla, gen)
 
     print("== timings", flush=True)
-    copy_tbps = copy_bandwidth(args.rep_ms)
+    copy_tbps = copy_bandwidth()
     for half, fn in (("decode", bench_decode), ("prefill", bench_prefill)):
         if args.only in (None, half):
             try:
@@ -641,13 +647,9 @@ def main(argv=None) -> int:
     print(f"(TFLOPS = 4*h_real*keys*512 per row / time; TB/s = key bytes read / time; ln = launches per call; "
           f"MB = temporary memory; x = time / FlashMLA's; total {time.time() - t0:.0f} s)")
 
-    out_dir = os.environ.get("OUT")
-    if out_dir:
-        path = Path(out_dir) / "bench_attention.json"
-        meta = {"device": device_name, "sms": sms, "torch": torch.__version__,
-                "triton": triton.__version__, "copy_tbps": copy_tbps, "check_ok": check_ok}
-        path.write_text(json.dumps({"meta": meta, "rows": ROWS}, indent=1, default=str))
-        print(f"wrote {path}")
+    meta = {"device": device_name, "sms": sms, "torch": torch.__version__,
+            "triton": triton.__version__, "copy_tbps": copy_tbps, "check_ok": check_ok}
+    save_json("bench_attention.json", {"meta": meta, "rows": ROWS})
     return 0 if check_ok else 1
 
 

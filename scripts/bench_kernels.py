@@ -2,8 +2,10 @@
 
     python scripts/bench_kernels.py [--sweep] [--quick]
 
-Dequant at 32k / 262k / 1M random rows of a C4 cache several times larger than
-L2; combine at 8k / 32k queries (top-k 512, window 128, every query past the
+Dequant at 32k / 262k / 1M rows of a C4 cache several times larger than L2,
+in three id patterns (random rows; random pages with their slots in order, as a
+page table gives them; the random rows sorted), each beside a kernel that moves
+the same bytes with no arithmetic (the pattern's own ceiling); combine at 8k / 32k queries (top-k 512, window 128, every query past the
 top-k warm-up so rows are full); SWA token ids for a 32k chunk. Bytes count
 each input read once and each output written once. ``--sweep`` also times
 every block-size/warp configuration, which is how the constants in the kernel
@@ -26,11 +28,31 @@ from sglang_dsv4_sparse.kernels import dequant as dequant_mod
 from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices
 from sglang_dsv4_sparse.kernels.indices import combine as combine_mod
 from sglang_dsv4_sparse.kernels.indices import swa_token_ids as swa_mod
+from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw
 
 # Spec anchors (SGLang's own Triton kernels, one H200, 2026-11-21): context only;
 # the in-run ceiling is the copy bandwidth measured here.
 SGLANG_DEQUANT_TBPS = {32768: 2.31, 262144: 3.16, 1048576: 3.27}
 SGLANG_COMBINE_US = {8192: 15.8, 32768: 42.9}
+
+
+def _id_patterns(n, num_pages, page_size, copies=4):
+    """Several id sets per access pattern (repeated runs over one set would re-read L2-resident rows)."""
+    capacity = num_pages * page_size
+    random_rows = [torch.randperm(capacity, device="cuda")[:n].int() for _ in range(copies)]
+
+    def page_ordered():
+        # A request's rows as a page table gives them: pages anywhere in the
+        # pool, slots in order within each page.
+        pages = torch.randperm(num_pages, device="cuda")[: -(-n // page_size)]
+        ids = pages[:, None] * page_size + torch.arange(page_size, device="cuda")
+        return ids.reshape(-1)[:n].int()
+
+    return {
+        "random rows": random_rows,
+        "random pages": [page_ordered() for _ in range(copies)],
+        "random rows, id order": [torch.sort(ids)[0] for ids in random_rows],
+    }
 
 
 def bench_dequant(rows_list, gen, sweep):
@@ -40,38 +62,30 @@ def bench_dequant(rows_list, gen, sweep):
     cache = torch.randint(0, 256, (num_pages, L.page_bytes(page_size)), dtype=torch.uint8, device="cuda")
     results, sweep_rows = [], []
     for n in rows_list:
-        # Several id sets: repeated runs over one set would re-read L2-resident rows.
-        id_sets = [torch.randperm(num_pages * page_size, device="cuda")[:n].int() for _ in range(4)]
         out = torch.empty((n, 1, L.HEAD_DIM), dtype=torch.bfloat16, device="cuda")
-        step = itertools.cycle(id_sets)
-        fn = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step), page_size, out=out)  # noqa: E731
+        raw_out = torch.empty((n, 2 * L.HEAD_DIM), dtype=torch.uint8, device="cuda")
         moved = n * (L.TOKEN_BYTES + 2 * L.HEAD_DIM + 4)
-        if sweep and n == rows_list[min(1, len(rows_list) - 1)]:
-            default = (dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS)
-            for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
-                dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = bt, nw
-                ms = graph_ms(fn)
-                sweep_rows.append(("dequant", n, bt, nw, ms * 1e3, moved / ms / 1e9))
-            dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
-        ms, eager = graph_ms(fn), median_ms(fn)
-        results.append(dict(kernel="dequant", size=n, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n)))
-        # Same rows in ascending id order: what page locality (a request's window
-        # union, a page table's consecutive rows) gives over fully random rows.
-        sorted_sets = [torch.sort(ids)[0] for ids in id_sets]
-        step_sorted = itertools.cycle(sorted_sets)
-        fn_sorted = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step_sorted), page_size, out=out)  # noqa: E731
-        ms = graph_ms(fn_sorted)
-        results.append(dict(kernel="dequant sorted ids", size=n, us=ms * 1e3, eager_us=median_ms(fn_sorted) * 1e3, tbps=moved / ms / 1e9))
-        # The access pattern's own ceiling: torch gathers the same number of random
-        # 576-byte rows (read 576, write 576 bytes each) with no dequant at all.
-        rows_576 = cache.view(-1)[: (cache.numel() // L.DATA_BYTES) * L.DATA_BYTES].view(-1, L.DATA_BYTES)
-        gather_sets = [torch.randint(0, rows_576.shape[0], (n,), device="cuda") for _ in range(4)]
-        gathered = torch.empty((n, L.DATA_BYTES), dtype=torch.uint8, device="cuda")
-        step_gather = itertools.cycle(gather_sets)
-        fn_gather = lambda: torch.index_select(rows_576, 0, next(step_gather), out=gathered)  # noqa: E731
-        ms = graph_ms(fn_gather)
-        results.append(dict(kernel="torch row gather (ceiling)", size=n, us=ms * 1e3, eager_us=median_ms(fn_gather) * 1e3, tbps=n * 2 * L.DATA_BYTES / ms / 1e9))
-        del gathered, gather_sets
+        for pattern, id_sets in _id_patterns(n, num_pages, page_size).items():
+            step = itertools.cycle(id_sets)
+            fn = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step), page_size, out=out)  # noqa: E731
+            if sweep and pattern == "random rows" and n == rows_list[min(1, len(rows_list) - 1)]:
+                default = (dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS)
+                for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
+                    dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = bt, nw
+                    ms = graph_ms(fn)
+                    sweep_rows.append(("dequant", n, bt, nw, ms * 1e3, moved / ms / 1e9))
+                dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
+            ms, eager = graph_ms(fn), median_ms(fn)
+            results.append(dict(kernel=f"dequant, {pattern}", size=n, us=ms * 1e3, eager_us=eager * 1e3,
+                                tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n) if pattern == "random rows" else None))
+            # The same ids through a kernel that moves the same bytes with no
+            # arithmetic: what this access pattern allows on this GPU.
+            step_raw = itertools.cycle(id_sets)
+            fn_raw = lambda: gather_rows_raw(cache, next(step_raw), page_size, out=raw_out)  # noqa: E731
+            ms = graph_ms(fn_raw)
+            results.append(dict(kernel=f"  same bytes, no arithmetic, {pattern}", size=n, us=ms * 1e3,
+                                eager_us=median_ms(fn_raw) * 1e3, tbps=moved / ms / 1e9))
+        del out, raw_out
     return results, sweep_rows
 
 

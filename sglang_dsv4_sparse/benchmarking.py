@@ -82,4 +82,4 @@ def save_json(name: str, payload: object) -> None:
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, name), "w") as f:
-            json.dump(payload, f, indent=1)
+            json.dump(payload, f, indent=1, default=str)

@@ -259,3 +259,19 @@ def layer_attention_reference(
             o = o / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
         out[a:b] = o
     return out
+
+
+def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_ceiling.gather_rows_raw`."""
+    rows = []
+    region = L.scale_region_offset(page_size)
+    for t in token_ids.long().tolist():
+        page, slot = divmod(t, page_size)
+        data = cache_u8[page, slot * L.DATA_BYTES : (slot + 1) * L.DATA_BYTES]
+        scales = cache_u8[page, region + slot * L.SCALE_BYTES : region + (slot + 1) * L.SCALE_BYTES]
+        repeat = 2 * L.HEAD_DIM - L.DATA_BYTES - L.SCALE_BYTES
+        rows.append(torch.cat([data, data[:repeat], scales]))
+    if not rows:
+        return torch.zeros((0, 2 * L.HEAD_DIM), dtype=torch.uint8)
+    return torch.stack(rows)
+

@@ -15,9 +15,11 @@ Design:
 * One program per (query row, block of ``BLOCK_H`` heads, key split); heads
   share the row's index list (MQA), so each key row is gathered and dequantized
   once per program and used by every head, for Q K^T and P V alike.
-  ``BLOCK_H`` is 16 (mma.sync; fewer heads are masked rows) up to 16 heads and
-  64 (wgmma) above; h = 128 is two blocks adjacent in the grid, reading the
-  same rows through L2.
+  ``BLOCK_H`` is 16 (mma.sync; fewer heads are masked rows) up to 16 heads.
+  Above that it is 64 (wgmma) once the batch has a 64-head program per SM,
+  and 16 for smaller batches, where more, shorter programs finish sooner
+  (``decode_block_h``).  The head blocks of a row are adjacent in the grid
+  and read the same rows, the later ones through L2.
 * The key loop reads ``BLOCK_N`` index columns, resolves page and slot in
   int64, loads the fp8 bytes, scale bytes and RoPE values of those rows,
   dequantizes them in registers (``e4m3 * 2**(byte - 127)``, exact in bf16) and
@@ -68,8 +70,10 @@ from .prefill import (
     MAX_BLOCK_H,
     MIN_BLOCK_H,
     KernelConfig,
+    _load_q_block,
     _normalize,
     _online_softmax_step,
+    _row_length,
     launch_with_fallback,
 )
 
@@ -99,17 +103,27 @@ DECODE_CONFIGS_WIDE = (
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 8, 3),
 )
-# h <= 16 (BLOCK_H 16, mma.sync): 4 warps and 16-key tiles, hand-pipelined,
-# fit 255 registers without spills, so two programs share an SM.
-# Measured likewise at b 8, h 16: 64-key tiles on 8 warps, 2 stages, 12.3 us;
-# the hand-pipelined 32-key loop 14.2 us; 16 keys on 4 warps 16.4 us.
-DECODE_CONFIGS_NARROW = (
+# BLOCK_H 16 (mma.sync), by grid size.  Measured (H200, graph replays,
+# BENCHMARKS.md "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head
+# blocks, 64-key tiles on 8 warps without pipelining are fastest (b 1 / 8:
+# 10.6 / 11.5 us; 32-key tiles on 4 warps 12.3 / 13.1).  From 32 on, 32-key
+# tiles on 4 warps, 2 stages (b 32 / 64 / 128: 20.0 / 29.5 / 55.3 us against
+# 25.6 / 40.2 / 67.3 with 64-key tiles): their ~100 KB of shared memory lets
+# two programs share an SM.
+DECODE_CONFIGS_NARROW_FEW = (
+    KernelConfig(64, 8, 1),
     KernelConfig(64, 8, 2),
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1, prefetch=True),
-    KernelConfig(32, 8, 3),
+)
+DECODE_CONFIGS_NARROW_MANY = (
+    KernelConfig(32, 4, 2),
+    KernelConfig(32, 4, 3),
+    KernelConfig(16, 4, 1, prefetch=True),
     KernelConfig(16, 4, 3),
 )
+# Largest rows x head blocks that takes DECODE_CONFIGS_NARROW_FEW.
+NARROW_FEW_MAX_PROGRAMS = 16
 
 # Programs an SM runs at once, per head-block width, for the split rule: the
 # 64-head program takes all of an SM's registers; the 16-head one half.
@@ -125,6 +139,11 @@ _DECODE_NARROW_H = 16
 # Used for the split rule under the interpreter (an H100's SM count), so CPU
 # tests take the same split decisions as the GPU.
 DEFAULT_NUM_SMS = 132
+# Above 16 heads, a batch of at most this many 64-head programs runs 16-head
+# programs instead.  Measured (H200, BENCHMARKS.md): b 1 h 64 took 11.2 us
+# with 16-head programs against 17.9 with one 64-head program; at b 8 h 64 and
+# at b 1 h 128 they were slower or even (28.0 / 20.9 us against 19.9 / 20.3).
+NARROW_MAX_WIDE_PROGRAMS = 1
 
 # Merge tile: 8 heads x 128 columns of fp32 per program, so that even b = 1
 # spreads the merge over 4 * h / 8 programs.
@@ -163,9 +182,28 @@ def plan_splits(
     return triton.cdiv(total_blocks, per_split), per_split
 
 
-def decode_block_h(h_q: int) -> int:
-    """Heads per program of the decode kernel: 16 up to 16 heads, else 64."""
-    return MIN_BLOCK_H if h_q <= _DECODE_NARROW_H else MAX_BLOCK_H
+def decode_block_h(h_q: int, rows: Optional[int] = None) -> int:
+    """Heads per program of the decode kernel: 16 or 64.
+
+    16 up to 16 heads.  Above, 64 (wgmma, one key gather per 64 heads), except
+    when the whole batch is at most ``NARROW_MAX_WIDE_PROGRAMS`` such programs:
+    then 16-head programs (4-8 per row, the later ones finding the row's keys
+    in L2) finish sooner than one program walking every key.
+    """
+    if h_q <= _DECODE_NARROW_H:
+        return MIN_BLOCK_H
+    if rows is not None and rows * triton.cdiv(h_q, MAX_BLOCK_H) <= NARROW_MAX_WIDE_PROGRAMS:
+        return MIN_BLOCK_H
+    return MAX_BLOCK_H
+
+
+def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[KernelConfig, ...]]:
+    """The launch configurations to try, in order, and the name of that list."""
+    if block_h == MAX_BLOCK_H:
+        return "wide", DECODE_CONFIGS_WIDE
+    if rows * triton.cdiv(h_q, block_h) <= NARROW_FEW_MAX_PROGRAMS:
+        return "narrow-few", DECODE_CONFIGS_NARROW_FEW
+    return "narrow-many", DECODE_CONFIGS_NARROW_MANY
 
 
 @triton.jit
@@ -324,7 +362,7 @@ def _sparse_decode_paged_kernel(
     PAGE_BYTES: tl.constexpr,
     X_PAGE_SIZE: tl.constexpr,
     X_PAGE_BYTES: tl.constexpr,
-    HEAD_BLOCKS: tl.constexpr,
+    head_blocks,
     BLOCK_H: tl.constexpr,
     BLOCK_N: tl.constexpr,
     HAS_LEN: tl.constexpr,
@@ -336,8 +374,8 @@ def _sparse_decode_paged_kernel(
 ):
     pid = tl.program_id(0)
     # Head blocks of a row are adjacent (they read the same key rows), then splits.
-    head_block = pid % HEAD_BLOCKS
-    rest = pid // HEAD_BLOCKS
+    head_block = pid % head_blocks
+    rest = pid // head_blocks
     split = rest % num_splits
     row = (rest // num_splits).to(tl.int64)
     batch = row // s_q
@@ -346,20 +384,9 @@ def _sparse_decode_paged_kernel(
     head_ok = heads < h_q
 
     d = tl.arange(0, _HEAD_DIM)
-    q = tl.load(
-        q_ptr + batch * stride_q_b + pos * stride_q_s + heads[:, None].to(tl.int64) * stride_q_h + d[None, :],
-        mask=head_ok[:, None],
-        other=0.0,
-    )
-    if DOT_FP32:
-        q = q.to(tl.float32)
-
-    n_keys = topk
-    if HAS_LEN:
-        n_keys = tl.minimum(tl.maximum(tl.load(len_ptr + batch), 0), topk)
-    x_keys = x_topk  # 0 without an extra cache
-    if HAS_X_LEN:
-        x_keys = tl.minimum(tl.maximum(tl.load(x_len_ptr + batch), 0), x_topk)
+    q = _load_q_block(q_ptr + batch * stride_q_b + pos * stride_q_s, heads, head_ok, stride_q_h, _HEAD_DIM, DOT_FP32)
+    n_keys = _row_length(len_ptr, batch, topk, HAS_LEN)
+    x_keys = _row_length(x_len_ptr, batch, x_topk, HAS_X_LEN)  # x_topk is 0 without an extra cache
     idx_row = idx_ptr + batch * stride_idx_b + pos * stride_idx_s
     x_row = x_idx_ptr + batch * stride_x_idx_b + pos * stride_x_idx_s
 
@@ -531,6 +558,7 @@ def sparse_mla_decode_paged(
     *,
     num_splits: Optional[int] = None,
     config: Optional[KernelConfig] = None,
+    block_h: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sparse attention of bf16 queries over paged V4 fp8 caches, dequantized on the fly.
 
@@ -557,6 +585,8 @@ def sparse_mla_decode_paged(
         num_splits: keyword-only override of the split-KV count (tests, benchmarks);
             by default it follows from the shapes (see the module docstring).
         config: keyword-only launch configuration (benchmark sweeps).
+        block_h: keyword-only heads per program, 16 or 64 (benchmark sweeps);
+            by default :func:`decode_block_h`.
 
     Returns:
         ``(out [b, s_q, h_q, 512] bf16, lse [b, h_q, s_q] fp32)``: lse in natural log
@@ -616,6 +646,8 @@ def sparse_mla_decode_paged(
         x_u8, extra_page_size = k_u8, page_size
     if num_splits is not None:
         check_int("num_splits", num_splits, minimum=1)
+    if block_h is not None:
+        check_int("block_h", block_h, allowed=(MIN_BLOCK_H, MAX_BLOCK_H))
 
     k_capacity = k_u8.shape[0] * page_size
     x_capacity = x_u8.shape[0] * extra_page_size
@@ -636,7 +668,8 @@ def sparse_mla_decode_paged(
         # The kernel selects between the two index rows: one element type (rare; a copy).
         indices, x_idx = indices.to(torch.int64), x_idx.to(torch.int64)
     x_topk = x_idx.shape[2] if has_extra else 0
-    block_h = decode_block_h(h_q)
+    if block_h is None:
+        block_h = decode_block_h(h_q, rows)
     head_blocks = triton.cdiv(h_q, block_h)
     wide = block_h == MAX_BLOCK_H
     dot_fp32 = interpreting()
@@ -694,7 +727,7 @@ def sparse_mla_decode_paged(
             PAGE_BYTES=k_u8.shape[1],
             X_PAGE_SIZE=extra_page_size,
             X_PAGE_BYTES=x_u8.shape[1],
-            HEAD_BLOCKS=head_blocks,
+            head_blocks=head_blocks,
             BLOCK_H=block_h,
             BLOCK_N=cfg.block_n,
             HAS_LEN=topk_length is not None,
@@ -730,7 +763,7 @@ def sparse_mla_decode_paged(
     if config is not None:
         launch(config)
     else:
-        configs = DECODE_CONFIGS_WIDE if wide else DECODE_CONFIGS_NARROW
-        key = ("decode_paged", device, block_h, page_size, extra_page_size if has_extra else None, dot_fp32)
+        config_list, configs = decode_configs(h_q, block_h, rows)
+        key = ("decode_paged", device, config_list, page_size, extra_page_size if has_extra else None, dot_fp32)
         launch_with_fallback(key, configs, launch)
     return out, lse.transpose(1, 2)

@@ -139,6 +139,25 @@ def block_h_for(h_q: int) -> int:
 
 
 @triton.jit
+def _load_q_block(q_row, heads, head_ok, stride_q_h, D: tl.constexpr, DOT_FP32: tl.constexpr):
+    """One query row's ``[BLOCK_H, D]`` block (masked heads read 0), upcast under the interpreter."""
+    d = tl.arange(0, D)
+    q = tl.load(q_row + heads[:, None].to(tl.int64) * stride_q_h + d[None, :], mask=head_ok[:, None], other=0.0)
+    if DOT_FP32:
+        q = q.to(tl.float32)
+    return q
+
+
+@triton.jit
+def _row_length(len_ptr, index, limit, HAS_LEN: tl.constexpr):
+    """``len_ptr[index]`` clamped to ``[0, limit]``; ``limit`` when there are no lengths."""
+    n = limit
+    if HAS_LEN:
+        n = tl.minimum(tl.maximum(tl.load(len_ptr + index), 0), limit)
+    return n
+
+
+@triton.jit
 def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32: tl.constexpr):
     """Fold one ``[BLOCK_N, D]`` key tile into the running (max, sum, acc) of each head.
 
@@ -234,18 +253,8 @@ def _sparse_mla_fwd_kernel(
     heads = head_block * BLOCK_H + tl.arange(0, BLOCK_H)
     head_ok = heads < h_q
     d = tl.arange(0, D)
-
-    q = tl.load(
-        q_ptr + row * stride_q_s + heads[:, None].to(tl.int64) * stride_q_h + d[None, :],
-        mask=head_ok[:, None],
-        other=0.0,
-    )
-    if DOT_FP32:
-        q = q.to(tl.float32)
-
-    n_keys = topk
-    if HAS_LEN:
-        n_keys = tl.minimum(tl.maximum(tl.load(len_ptr + row), 0), topk)
+    q = _load_q_block(q_ptr + row * stride_q_s, heads, head_ok, stride_q_h, D, DOT_FP32)
+    n_keys = _row_length(len_ptr, row, topk, HAS_LEN)
 
     m_i = tl.full([BLOCK_H], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_H], tl.float32)

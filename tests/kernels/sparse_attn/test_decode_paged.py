@@ -6,10 +6,13 @@ from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_decode_staged
 from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
-    DECODE_CONFIGS_NARROW,
+    DECODE_CONFIGS_NARROW_FEW,
+    DECODE_CONFIGS_NARROW_MANY,
     DECODE_CONFIGS_WIDE,
     DEFAULT_NUM_SMS,
+    NARROW_FEW_MAX_PROGRAMS,
     decode_block_h,
+    decode_configs,
     plan_splits,
 )
 from sglang_dsv4_sparse.reference import sparse_decode_paged_reference
@@ -75,19 +78,20 @@ def _reference(kw):
 
 
 @pytest.mark.parametrize(
-    "b,s_q,h,topk,extra_topk,splits",
+    "b,s_q,h,topk,extra_topk,splits,block_h",
     [
-        (2, 2, 1, 40, 0, None),  # one head, padded inside the kernel; primary only
-        (2, 1, 8, 50, 70, None),  # TP8 head count, primary + extra; the rule splits
-        (2, 1, 16, 37, 45, 1),  # TP4 head count, one program per row
-        (1, 2, 64, 40, 70, 3),  # uneven splits across the primary/extra seam
-        (1, 1, 128, 30, 50, None),  # two head blocks per row
+        (2, 2, 1, 40, 0, None, None),  # one head, padded inside the kernel; primary only
+        (2, 1, 8, 50, 70, None, None),  # TP8 head count, primary + extra; the rule splits
+        (2, 1, 16, 37, 45, 1, None),  # TP4 head count, one program per row
+        (1, 2, 64, 40, 70, 3, 64),  # uneven splits across the primary/extra seam
+        (1, 1, 128, 30, 50, None, 64),  # two 64-head blocks per row
+        (1, 1, 40, 30, 50, 2, None),  # small batch: three 16-head blocks, the last one partly masked
     ],
 )
-def test_matches_reference(gen, device, b, s_q, h, topk, extra_topk, splits):
+def test_matches_reference(gen, device, b, s_q, h, topk, extra_topk, splits, block_h):
     kw = _case(gen, device, b, s_q, h, topk, L.SWA_PAGE_SIZE, extra_topk, L.C4_PAGE_SIZE)
     kw["topk_length"][0] = topk - 5  # shorter than the row, not on a block edge
-    got = sparse_mla_decode_paged(**kw, num_splits=splits)
+    got = sparse_mla_decode_paged(**kw, num_splits=splits, block_h=block_h)
     assert got[0].shape == (b, s_q, h, L.HEAD_DIM) and got[1].shape == (b, h, s_q)
     _check(got, _reference(kw))
 
@@ -106,10 +110,11 @@ def test_every_builtin_config_agrees(gen, device, h):
     kw = _case(gen, device, 1, 1, h, 40, L.SWA_PAGE_SIZE, 50, L.C4_PAGE_SIZE)
     kw["topk_length"][0] = 21
     ref = _reference(kw)
-    configs = DECODE_CONFIGS_WIDE if h > 16 else DECODE_CONFIGS_NARROW
-    for cfg in configs:
+    block_h = 64 if h > 16 else 16
+    configs = DECODE_CONFIGS_WIDE if h > 16 else DECODE_CONFIGS_NARROW_FEW + DECODE_CONFIGS_NARROW_MANY
+    for cfg in dict.fromkeys(configs):
         for splits in (1, 3):
-            _check(sparse_mla_decode_paged(**kw, num_splits=splits, config=cfg), ref)
+            _check(sparse_mla_decode_paged(**kw, num_splits=splits, config=cfg, block_h=block_h), ref)
 
 
 def test_page_boundaries(gen, device):
@@ -198,8 +203,18 @@ def test_split_rule():
     assert plan_splits(1, 1, 0, slots) == (1, 1)
 
 
-def test_decode_head_blocks():
+def test_decode_head_blocks_and_configs():
     assert [decode_block_h(h) for h in (1, 8, 16, 17, 32, 64, 128)] == [16, 16, 16, 64, 64, 64, 64]
+    # Above 16 heads, a batch of a single 64-head program takes 16-head programs.
+    assert [decode_block_h(64, rows=r) for r in (1, 2, 8)] == [16, 64, 64]
+    assert [decode_block_h(h, rows=1) for h in (17, 64, 65, 128)] == [16, 16, 64, 64]
+    assert decode_block_h(16, rows=10_000) == 16
+    assert decode_configs(64, 64, 1) == ("wide", DECODE_CONFIGS_WIDE)
+    # Narrow lists by grid size: rows x head blocks.
+    assert decode_configs(16, 16, NARROW_FEW_MAX_PROGRAMS)[0] == "narrow-few"
+    assert decode_configs(16, 16, NARROW_FEW_MAX_PROGRAMS + 1)[0] == "narrow-many"
+    assert decode_configs(64, 16, NARROW_FEW_MAX_PROGRAMS // 4)[0] == "narrow-few"
+    assert decode_configs(64, 16, NARROW_FEW_MAX_PROGRAMS // 4 + 1)[0] == "narrow-many"
 
 
 def test_bad_arguments_name_the_argument(gen, device):
@@ -234,6 +249,8 @@ def test_bad_arguments_name_the_argument(gen, device):
         sparse_mla_decode_paged(**dict(kw, softmax_scale="0.1"))
     with pytest.raises(ValueError, match="num_splits"):
         sparse_mla_decode_paged(**kw, num_splits=0)
+    with pytest.raises(ValueError, match="block_h"):
+        sparse_mla_decode_paged(**kw, block_h=32)
     with pytest.raises(TypeError, match="k_cache"):
         sparse_mla_decode_paged(**dict(kw, k_cache=[1, 2]))
 

@@ -1,0 +1,90 @@
+"""Benchmark-only: the bytes of the paged dequant with none of its arithmetic.
+
+``gather_rows_raw`` reads what ``dequantize_k_cache_paged`` reads for a token
+(its 576 data bytes and 8 scale bytes, same addresses, same launch shape and
+L2 policy) and writes 1024 bytes per token as the dequant does, but only
+copies bytes.  ``scripts/bench_kernels.py`` times it on the same ids as the
+dequant: the access pattern's own ceiling, which the plain device-to-device
+copy (sequential on both sides) overstates for scattered rows.
+
+Output row: ``data[0:576] | data[0:440] | scale bytes[0:8]`` (576 + 440 + 8 = 1024).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .. import layout as L
+from ..validation import INDEX_DTYPES, check_int, check_tensor
+from .dequant import DEQUANT_BLOCK_TOKENS, DEQUANT_EVICTION, DEQUANT_NUM_WARPS
+from .triton_utils import check_launch_device
+
+OUT_ROW_BYTES = 2 * L.HEAD_DIM  # what the dequant writes: 512 bf16 values
+_HEAD_BYTES = 512  # the power-of-two part of a data row loaded as one tile
+_REPEAT_BYTES = OUT_ROW_BYTES - L.DATA_BYTES - L.SCALE_BYTES  # 440
+
+
+@triton.jit
+def _gather_rows_raw_kernel(
+    cache_ptr,
+    ids_ptr,
+    out_ptr,
+    num_tokens,
+    PAGE_SIZE: tl.constexpr,
+    PAGE_BYTES: tl.constexpr,
+    SCALE_REGION: tl.constexpr,
+    DATA_BYTES: tl.constexpr,
+    SCALE_BYTES: tl.constexpr,
+    OUT_BYTES: tl.constexpr,
+    HEAD_BYTES: tl.constexpr,
+    REPEAT_BYTES: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    EVICTION: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+    ok = rows < num_tokens
+    loc = tl.load(ids_ptr + rows, mask=ok, other=0).to(tl.int64)
+    page = loc // PAGE_SIZE
+    slot = loc - page * PAGE_SIZE
+    data = tl.multiple_of(page * PAGE_BYTES + slot * DATA_BYTES, 64)
+    scales = tl.multiple_of(page * PAGE_BYTES + SCALE_REGION + slot * SCALE_BYTES, 8)
+    head = tl.arange(0, HEAD_BYTES)
+    tail = tl.arange(0, DATA_BYTES - HEAD_BYTES)
+    sc = tl.arange(0, SCALE_BYTES)
+    a = tl.load(cache_ptr + data[:, None] + head[None, :], mask=ok[:, None], eviction_policy=EVICTION)
+    b = tl.load(cache_ptr + data[:, None] + HEAD_BYTES + tail[None, :], mask=ok[:, None], eviction_policy=EVICTION)
+    s = tl.load(cache_ptr + scales[:, None] + sc[None, :], mask=ok[:, None], eviction_policy=EVICTION)
+    o = out_ptr + rows[:, None] * OUT_BYTES
+    tl.store(o + head[None, :], a, mask=ok[:, None])
+    tl.store(o + HEAD_BYTES + tail[None, :], b, mask=ok[:, None])
+    tl.store(o + DATA_BYTES + head[None, :], a, mask=ok[:, None] & (head < REPEAT_BYTES)[None, :])
+    tl.store(o + OUT_BYTES - SCALE_BYTES + sc[None, :], s, mask=ok[:, None])
+
+
+def gather_rows_raw(
+    quant_k_cache: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``(n, 1024)`` uint8: each token's raw bytes laid out as the module docstring says."""
+    check_int("page_size", page_size, minimum=1)
+    cache_u8 = L.as_byte_cache(quant_k_cache, page_size, "quant_k_cache")
+    check_launch_device("quant_k_cache", cache_u8)
+    check_tensor("token_ids", token_ids, dtypes=INDEX_DTYPES, ndim=1, device=cache_u8.device, contiguous=True)
+    n = token_ids.shape[0]
+    if out is None:
+        out = torch.empty((n, OUT_ROW_BYTES), dtype=torch.uint8, device=cache_u8.device)
+    else:
+        check_tensor("out", out, dtypes=(torch.uint8,), shape=(n, OUT_ROW_BYTES), device=cache_u8.device,
+                     contiguous=True)
+    if n:
+        _gather_rows_raw_kernel[(triton.cdiv(n, DEQUANT_BLOCK_TOKENS),)](
+            cache_u8, token_ids, out, n,
+            PAGE_SIZE=page_size, PAGE_BYTES=cache_u8.shape[1], SCALE_REGION=L.scale_region_offset(page_size),
+            DATA_BYTES=L.DATA_BYTES, SCALE_BYTES=L.SCALE_BYTES, OUT_BYTES=OUT_ROW_BYTES, HEAD_BYTES=_HEAD_BYTES,
+            REPEAT_BYTES=_REPEAT_BYTES, BLOCK_T=DEQUANT_BLOCK_TOKENS, EVICTION=DEQUANT_EVICTION,
+            num_warps=DEQUANT_NUM_WARPS,
+        )
+    return out

@@ -1,0 +1,16 @@
+import torch
+
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw
+from sglang_dsv4_sparse.reference import gather_rows_raw_reference
+
+
+def test_copies_the_bytes_the_dequant_reads(gen, device):
+    for page_size in (64, 2):
+        pages = 5
+        cache = torch.randint(0, 256, (pages, L.page_bytes(page_size)), dtype=torch.uint8, generator=gen)
+        ids = torch.randint(0, pages * page_size, (11,), generator=gen).to(torch.int32)
+        ids[0], ids[1] = 0, pages * page_size - 1  # first and last slot of the cache
+        got = gather_rows_raw(cache.to(device), ids.to(device), page_size)
+        assert torch.equal(got.cpu(), gather_rows_raw_reference(cache, ids, page_size))
+    assert gather_rows_raw(cache.to(device), ids[:0].to(device), page_size).shape == (0, 2 * L.HEAD_DIM)
