@@ -581,7 +581,7 @@ def run_sweep(args, gen):
     for h in () if args.only == "decode" else ((16, 64) if DRY_RUN else (16, 64, 128)):
         q, idx, sink = _prefill_inputs(pre_s_q, h, gen)
         kv = torch.randn(PREFILL_KV_ROWS, 1, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
-        configs = _prefill_mod.PREFILL_CONFIGS_WIDE if h > 32 else _prefill_mod.PREFILL_CONFIGS_NARROW
+        configs = _prefill_mod.PREFILL_CONFIGS_WIDE if h > 32 else _prefill_mod.PREFILL_CONFIGS_H16
         for cfg in tuple(configs) + tuple(c for c in extra_cfgs if c not in configs):
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink, config=cfg), args.rep_ms,
                             count_launches=False)

@@ -64,17 +64,20 @@ MAX_BLOCK_H = 64
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One launch configuration: keys per loop step, warps, Triton pipeline depth, and
+    """One launch configuration: keys per loop step, warps, Triton pipeline depth,
     whether the kernel prefetches the next block into registers itself (then
-    ``num_stages`` should be 1)."""
+    ``num_stages`` should be 1), and whether scores are computed keys-major
+    (``S^T = K Q^T``, see ``_online_softmax_step_keys_major``)."""
 
     block_n: int
     num_warps: int
     num_stages: int
     prefetch: bool = False
+    keys_major: bool = False
 
     def __str__(self) -> str:
-        return f"n{self.block_n}w{self.num_warps}s{self.num_stages}{'p' if self.prefetch else ''}"
+        flags = ("p" if self.prefetch else "") + ("k" if self.keys_major else "")
+        return f"n{self.block_n}w{self.num_warps}s{self.num_stages}{flags}"
 
 
 # Tried in order; the first that compiles within the SM's shared memory is
@@ -92,18 +95,20 @@ PREFILL_CONFIGS_WIDE = (
     KernelConfig(16, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1),
 )
-# h <= 32 (BLOCK_H 16 or 32): bound by the row gather, not the (mma.sync) dots.
-# 4 warps with 32-key tiles need ~134 registers and 50 KB of shared memory at
-# h 16, so three programs share an SM and hide each other's gather latency;
-# the hand-pipelined 8-warp variant is next.
+# h <= 32 (BLOCK_H 16 or 32): 32-64 FLOPs per gathered key byte, so the row
+# gather matters as much as the dots; 4 warps keep two programs on an SM.
 PREFILL_CONFIGS_NARROW = (
-    # Fastest of the sweep at h 16, s_q 8192, top-k 640 on an H200: 1.33 ms
-    # (n32w4s3: 1.49 ms; BENCHMARKS.md).
     KernelConfig(64, 4, 2),
     KernelConfig(32, 4, 3),
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1),
 )
+# BLOCK_H 16 puts the keys-major score dot first.  Measured at h 16, s_q 8192,
+# top-k 640 on an H200 (BENCHMARKS.md): 1.18 ms against 1.27-1.33 for the
+# heads-major n64w4s2 (n32w4s3: 1.49).  At BLOCK_H 32 (not measured) the
+# keys-major tile spills more (920 bytes of stack in the sm_90 compile), so
+# that width keeps the heads-major list.
+PREFILL_CONFIGS_H16 = (KernelConfig(64, 4, 2, keys_major=True),) + PREFILL_CONFIGS_NARROW
 
 _CONFIG_CACHE: dict = {}
 
@@ -187,6 +192,48 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32: tl.con
 
 
 @triton.jit
+def _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32: tl.constexpr):
+    """``_online_softmax_step`` with the scores computed as ``S^T = K Q^T`` (``[BLOCK_N, BLOCK_H]``).
+
+    Why: at 16 heads the heads-major score dot has M = 16, which only
+    mma.sync takes; keys-major it has M = BLOCK_N = 64 and runs as a wgmma
+    (warpgroup MMA) reading both operands from shared memory.  Measured on an
+    H200 (BENCHMARKS.md): 1.18 ms against 1.27 at h 16, s_q 8192, top-k 640.
+    At 64 heads it was slower (2.9-3.7 ms against 2.8): the score tile then
+    needs 128 keys to split across warpgroups, which leaves no room in shared
+    memory for a pipelined gather.
+    """
+    if DOT_FP32:
+        k_dot = k.to(tl.float32)
+        st = tl.dot(k_dot, tl.trans(q), input_precision="ieee")
+    else:
+        k_dot = k
+        st = tl.dot(k_dot, tl.trans(q))
+    st = tl.where(live[:, None], st * scale_log2, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(st, 0))
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_ref)
+    pt = tl.exp2(st - m_ref[None, :])
+    l_i = l_i * alpha + tl.sum(pt, 0)
+    acc = acc * alpha[:, None]
+    if DOT_FP32:
+        acc = tl.dot(tl.trans(pt), k_dot, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(tl.trans(pt.to(k_dot.dtype)), k_dot, acc)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR: tl.constexpr, DOT_FP32: tl.constexpr):
+    """One key tile folded in, heads-major or keys-major (same result)."""
+    if KEYS_MAJOR:
+        m_i, l_i, acc = _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+    else:
+        m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+    return m_i, l_i, acc
+
+
+@triton.jit
 def _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK: tl.constexpr):
     """Final ``out`` (fp32) and natural-log ``lse`` of each head.
 
@@ -243,6 +290,7 @@ def _sparse_mla_fwd_kernel(
     HAS_LEN: tl.constexpr,
     HAS_SINK: tl.constexpr,
     PREFETCH: tl.constexpr,
+    KEYS_MAJOR: tl.constexpr,
     DOT_FP32: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -273,7 +321,7 @@ def _sparse_mla_fwd_kernel(
             next_k = tl.load(
                 kv_ptr + next_kid[:, None] * stride_kv_s + d[None, :], mask=next_live[:, None], other=0.0
             )
-            m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32)
             k, live = next_k, next_live
             next_kid, next_live = after_kid, after_live
     else:
@@ -282,7 +330,7 @@ def _sparse_mla_fwd_kernel(
         for start in range(0, n_keys, BLOCK_N):
             kid, live = _kv_ids(idx_row, start, n_keys, s_kv, BLOCK_N)
             k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
-            m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32)
 
     out, lse = _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK)
     tl.store(
@@ -392,6 +440,7 @@ def sparse_mla_fwd(
             HAS_LEN=topk_length is not None,
             HAS_SINK=attn_sink is not None,
             PREFETCH=cfg.prefetch,
+            KEYS_MAJOR=cfg.keys_major,
             DOT_FP32=dot_fp32,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
@@ -400,6 +449,9 @@ def sparse_mla_fwd(
     if config is not None:
         launch(config)
     else:
-        configs = PREFILL_CONFIGS_WIDE if block_h == MAX_BLOCK_H else PREFILL_CONFIGS_NARROW
+        if block_h == MAX_BLOCK_H:
+            configs = PREFILL_CONFIGS_WIDE
+        else:
+            configs = PREFILL_CONFIGS_H16 if block_h == MIN_BLOCK_H else PREFILL_CONFIGS_NARROW
         launch_with_fallback(("prefill", q.device, block_h, dot_fp32), configs, launch)
     return out, max_logits, lse

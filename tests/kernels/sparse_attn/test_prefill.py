@@ -8,6 +8,7 @@ from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_fwd
 from sglang_dsv4_sparse.kernels.sparse_attn.prefill import (
+    PREFILL_CONFIGS_H16,
     PREFILL_CONFIGS_NARROW,
     PREFILL_CONFIGS_WIDE,
     KernelConfig,
@@ -49,6 +50,7 @@ def _ref(q, kv, idx, **kw):
         (1, 6, 100),  # 1 head padded to 16 rows inside the kernel
         (8, 6, 100),
         (16, 6, 77),
+        (24, 3, 70),  # a 32-head block, 8 of its rows masked
         (64, 5, 70),  # topk not a multiple of any block size
         (128, 3, 40),  # two head blocks per query
     ],
@@ -144,8 +146,10 @@ def test_every_builtin_config_agrees(gen, device, h):
     q, kv, idx = _inputs(gen, s_q, h, 150, topk)
     lengths = torch.tensor([topk, 37], dtype=torch.int32)
     ref = _ref(q, kv, idx, topk_length=lengths)
-    configs = PREFILL_CONFIGS_WIDE if h > 32 else PREFILL_CONFIGS_NARROW
-    for cfg in configs + (KernelConfig(64, 4, 1, prefetch=True),):
+    configs = PREFILL_CONFIGS_WIDE if h > 32 else PREFILL_CONFIGS_H16 + PREFILL_CONFIGS_NARROW
+    extra = (KernelConfig(64, 4, 1, prefetch=True), KernelConfig(128, 8, 1, keys_major=True),
+             KernelConfig(64, 4, 2, keys_major=True))
+    for cfg in dict.fromkeys(configs + extra):
         got = sparse_mla_fwd(q.to(device), kv.to(device), idx.to(device), SCALE, topk_length=lengths.to(device),
                              config=cfg)
         _check(got, ref)
@@ -199,7 +203,7 @@ def test_bad_arguments_name_the_argument(device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("h", [16, 64, 128])
+@pytest.mark.parametrize("h", [16, 24, 64, 128])
 def test_gpu_large_shapes_match_reference(gen, h):
     s_q, s_kv, topk = 192, 6000, 640
     q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
