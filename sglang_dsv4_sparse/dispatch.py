@@ -6,18 +6,20 @@ otherwise), ``flashmla`` (fail loudly if it cannot run) or ``triton``.
 
 FlashMLA on SM90 takes only 64 or 128 query heads; a tensor-parallel rank of
 DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
-graph-timed decode, prefill at s_q 8192):
+2026-11-22, graph-timed decode, SWA 128 + C4 512; prefill top-k 640):
 
 * decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
-  heads up to 64 query rows (b 1 / 8 / 64: 11.3 / 12.7 / 41.1 us against 13.0 /
-  15.0 / 44.3) and loses at 128 (66.6 against 44.9 us);
-* prefill with 16 heads: on par (1.32 ms Triton, 1.30 ms FlashMLA padded);
-* 64 and 128 heads: FlashMLA is faster everywhere.
+  heads up to 64 query rows (b 1 / 8 / 64: 10.7 / 12.4 / 30.2 us against 13.1 /
+  15.0 / 43.9) and loses at 128 (55.7 against 44.3 us);
+* prefill with 16 heads: Triton at the native count is 8-13% faster (s_q 8192 /
+  32768: 1.17 / 4.58 ms against 1.31 / 5.25 ms for FlashMLA padded);
+* 64 and 128 heads: FlashMLA is faster, except decode at b 1 with 64 heads
+  (11.9 against 13.2 us), too small a margin to route on.
 
-So ``auto`` sends decode of at most 16 heads and 64 rows to Triton, and
-everything else that FlashMLA can run to FlashMLA, padding heads with zeros as
-SGLang does. Triton runs where FlashMLA cannot (other GPUs, no wheel) or when
-forced.
+So ``auto`` sends prefill of at most 16 heads and decode of at most 16 heads
+and 64 rows to Triton, and everything else that FlashMLA can run to FlashMLA,
+padding heads with zeros as SGLang does. Triton runs where FlashMLA cannot
+(other GPUs, no wheel) or when forced.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
-# The measured region where native-head Triton decode beats padded FlashMLA.
+# The measured regions where native-head Triton beats padded FlashMLA.
 NATIVE_DECODE_MAX_HEADS = 16
 NATIVE_DECODE_MAX_ROWS = 64
+NATIVE_PREFILL_MAX_HEADS = 16
 
 
 def flashmla_padded_heads(num_heads: int) -> Optional[int]:
@@ -94,6 +97,16 @@ def native_decode_wins(num_heads: int, rows: int) -> bool:
     return requested_kernels() == "auto" and num_heads <= NATIVE_DECODE_MAX_HEADS and rows <= NATIVE_DECODE_MAX_ROWS
 
 
+def native_prefill_wins(num_heads: int) -> bool:
+    """Under ``auto``, a sparse prefill of this few heads runs faster on Triton at its native head count."""
+    return requested_kernels() == "auto" and num_heads <= NATIVE_PREFILL_MAX_HEADS
+
+
+def prefill_uses_flashmla(device: torch.device, num_heads: int) -> bool:
+    """Whether a sparse prefill with ``num_heads`` heads goes to FlashMLA."""
+    return use_flashmla(device, num_heads) and not native_prefill_wins(num_heads)
+
+
 def decode_uses_flashmla(device: torch.device, num_heads: int, rows: int) -> bool:
     """Whether a paged decode of ``rows`` query rows and ``num_heads`` heads goes to FlashMLA."""
     return use_flashmla(device, num_heads) and not native_decode_wins(num_heads, rows)
@@ -105,9 +118,11 @@ def heads_to_run(real_heads: int, available_heads: int, device: torch.device, de
     SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
     query goes as it is (no copy), and the Triton kernels get the real heads only.
     ``decode_rows`` marks a paged decode of that many rows (shapes only, so the
-    choice is the same at CUDA-graph capture and replay).
+    choice is the same at CUDA-graph capture and replay); None, a sparse prefill.
     """
     if decode_rows is not None and native_decode_wins(real_heads, decode_rows):
+        return real_heads
+    if decode_rows is None and native_prefill_wins(real_heads):
         return real_heads
     if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
         return available_heads
@@ -146,8 +161,9 @@ def describe(device: Optional[torch.device] = None) -> str:
     if choice == "flashmla":
         return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
     return (
-        f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton for decode of "
-        f"<= {NATIVE_DECODE_MAX_HEADS} heads and <= {NATIVE_DECODE_MAX_ROWS} rows"
+        f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton for prefill of "
+        f"<= {NATIVE_PREFILL_MAX_HEADS} heads and decode of <= {NATIVE_DECODE_MAX_HEADS} heads and "
+        f"<= {NATIVE_DECODE_MAX_ROWS} rows"
     )
 
 
@@ -160,7 +176,7 @@ def sparse_prefill_attention(
     sm_scale: float = L.SOFTMAX_SCALE,
 ) -> torch.Tensor:
     """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace."""
-    if use_flashmla(q.device, q.shape[1]):
+    if prefill_uses_flashmla(q.device, q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
         q_run, sink_run = _pad_heads(q, attn_sink, 1)

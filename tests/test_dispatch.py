@@ -47,9 +47,15 @@ def test_small_few_head_decodes_go_to_triton(monkeypatch):
     assert dispatch.decode_uses_flashmla(dev, 64, 1)
     assert dispatch.heads_to_run(16, 64, dev, decode_rows=8) == 16
     assert dispatch.heads_to_run(16, 64, dev, decode_rows=128) == 64
-    assert dispatch.heads_to_run(16, 64, dev) == 64  # prefill: FlashMLA on the padded query
+    # Prefill of <= 16 heads too goes to Triton at the native count; more heads to FlashMLA.
+    assert dispatch.heads_to_run(16, 64, dev) == 16
+    assert dispatch.heads_to_run(32, 64, dev) == 64
+    assert not dispatch.prefill_uses_flashmla(dev, 16)
+    assert dispatch.prefill_uses_flashmla(dev, 17)
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
     assert dispatch.decode_uses_flashmla(dev, 16, 8)
+    assert dispatch.prefill_uses_flashmla(dev, 16)
+    assert dispatch.heads_to_run(16, 64, dev) == 64
 
 
 def test_env_flags_parse_one_way(monkeypatch):
