@@ -36,6 +36,22 @@ SGLANG_DEQUANT_TBPS = {32768: 2.31, 262144: 3.16, 1048576: 3.27}
 SGLANG_COMBINE_US = {8192: 15.8, 32768: 42.9}
 
 
+def _sweep_launch(module, block_name, warps_name, fn, label, size, moved, blocks=(1, 2, 4, 8, 16), warps=(1, 2, 4, 8)):
+    """Time ``fn`` under every (block, warps) pair of a kernel module's launch constants, then restore them."""
+    default = (getattr(module, block_name), getattr(module, warps_name))
+    rows = []
+    try:
+        for block, nw in itertools.product(blocks, warps):
+            setattr(module, block_name, block)
+            setattr(module, warps_name, nw)
+            ms = graph_ms(fn)
+            rows.append((label, size, block, nw, ms * 1e3, moved / ms / 1e9))
+    finally:
+        setattr(module, block_name, default[0])
+        setattr(module, warps_name, default[1])
+    return rows
+
+
 def _id_patterns(n, num_pages, page_size, copies=4):
     """Several id sets per access pattern (repeated runs over one set would re-read L2-resident rows)."""
     capacity = num_pages * page_size
@@ -69,12 +85,7 @@ def bench_dequant(rows_list, gen, sweep):
             step = itertools.cycle(id_sets)
             fn = lambda: dequant_mod.dequantize_k_cache_paged(cache, next(step), page_size, out=out)  # noqa: E731
             if sweep and pattern == "random rows" and n == rows_list[min(1, len(rows_list) - 1)]:
-                default = (dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS)
-                for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
-                    dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = bt, nw
-                    ms = graph_ms(fn)
-                    sweep_rows.append(("dequant", n, bt, nw, ms * 1e3, moved / ms / 1e9))
-                dequant_mod.DEQUANT_BLOCK_TOKENS, dequant_mod.DEQUANT_NUM_WARPS = default
+                sweep_rows += _sweep_launch(dequant_mod, "DEQUANT_BLOCK_TOKENS", "DEQUANT_NUM_WARPS", fn, "dequant", n, moved)
             ms, eager = graph_ms(fn), median_ms(fn)
             results.append(dict(kernel=f"dequant, {pattern}", size=n, us=ms * 1e3, eager_us=eager * 1e3,
                                 tbps=moved / ms / 1e9, anchor=SGLANG_DEQUANT_TBPS.get(n) if pattern == "random rows" else None))
@@ -125,12 +136,7 @@ def bench_combine(queries_list, sweep):
 
         moved = n * (topk * 4 + width * 4 + 4 + 4)
         if sweep and n == queries_list[-1]:
-            default = (combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS)
-            for bt, nw in itertools.product((1, 2, 4, 8, 16), (1, 2, 4, 8)):
-                combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = bt, nw
-                ms = graph_ms(fn)
-                sweep_rows.append(("combine", n, bt, nw, ms * 1e3, moved / ms / 1e9))
-            combine_mod.COMBINE_BLOCK_QUERIES, combine_mod.COMBINE_NUM_WARPS = default
+            sweep_rows += _sweep_launch(combine_mod, "COMBINE_BLOCK_QUERIES", "COMBINE_NUM_WARPS", fn, "combine", n, moved)
         ms, eager = graph_ms(fn), median_ms(fn)
         results.append(dict(kernel="combine", size=n, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9, anchor_us=SGLANG_COMBINE_US.get(n)))
     return results, sweep_rows
@@ -148,11 +154,8 @@ def bench_swa_ids(sweep):
     fn = lambda: build_swa_token_ids(seq, ext_t, pool, table, full_to_swa, L.SWA_WINDOW, total)  # noqa: E731
     sweep_rows = []
     if sweep:
-        default = (swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS)
-        for block, nw in itertools.product((128, 256, 512, 1024, 2048), (2, 4, 8)):
-            swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = block, nw
-            sweep_rows.append(("swa ids", total, block, nw, graph_ms(fn) * 1e3, float("nan")))
-        swa_mod.SWA_IDS_BLOCK, swa_mod.SWA_IDS_NUM_WARPS = default
+        sweep_rows = _sweep_launch(swa_mod, "SWA_IDS_BLOCK", "SWA_IDS_NUM_WARPS", fn, "swa ids", total, float("nan"),
+                                   blocks=(128, 256, 512, 1024, 2048), warps=(2, 4, 8))
     ms, eager = graph_ms(fn), median_ms(fn)
     moved = total * (4 + 8 + 4)  # req_to_token entry, full_to_swa entry, output id
     return [dict(kernel="swa ids", size=total, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9)], sweep_rows

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from .. import layout as L
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor
+from .paged_rows import row_byte_offsets
 from .triton_utils import check_launch_device
 
 # Rows per program and warps: the best of the 20-point sweep at 262k random
@@ -43,9 +44,6 @@ def _dequantize_paged_kernel(
     num_tokens,
     PAGE_SIZE: tl.constexpr,
     PAGE_BYTES: tl.constexpr,
-    SCALE_REGION: tl.constexpr,
-    DATA_BYTES: tl.constexpr,
-    SCALE_BYTES: tl.constexpr,
     NOPE_DIM: tl.constexpr,
     ROPE_DIM: tl.constexpr,
     QUANT_TILE: tl.constexpr,
@@ -59,12 +57,10 @@ def _dequantize_paged_kernel(
     loc = tl.load(ids_ptr + rows * ids_stride, mask=row_ok, other=-1).to(tl.int64)
     live = row_ok & (loc >= 0)
     loc = tl.where(live, loc, 0)
-    page = loc // PAGE_SIZE
-    slot = loc - page * PAGE_SIZE
+    data, scales = row_byte_offsets(loc, PAGE_SIZE, PAGE_BYTES)
     # Pages are multiples of 576 bytes and data rows 576 bytes apart, so every
     # data row starts 64-byte aligned: the hint lets the fp8 loads go 16 bytes wide.
-    data = tl.multiple_of(page * PAGE_BYTES + slot * DATA_BYTES, 64)
-    scales = page * PAGE_BYTES + SCALE_REGION + slot * SCALE_BYTES
+    data = tl.multiple_of(data, 64)
 
     # The output row is [7 nope tiles | 1 rope tile] of 64 values each; the
     # 8-tile shape keeps arange a power of two, and the rope tile is masked off
@@ -149,9 +145,6 @@ def dequantize_k_cache_paged(
         num_tokens,
         PAGE_SIZE=page_size,
         PAGE_BYTES=cache_u8.shape[1],
-        SCALE_REGION=L.scale_region_offset(page_size),
-        DATA_BYTES=L.DATA_BYTES,
-        SCALE_BYTES=L.SCALE_BYTES,
         NOPE_DIM=L.NOPE_DIM,
         ROPE_DIM=L.ROPE_DIM,
         QUANT_TILE=L.QUANT_TILE,

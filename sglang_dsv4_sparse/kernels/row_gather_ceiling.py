@@ -21,6 +21,7 @@ import triton.language as tl
 from .. import layout as L
 from ..validation import INDEX_DTYPES, check_int, check_tensor
 from .dequant import DEQUANT_BLOCK_TOKENS, DEQUANT_EVICTION, DEQUANT_NUM_WARPS
+from .paged_rows import row_byte_offsets
 from .triton_utils import check_launch_device
 
 OUT_ROW_BYTES = 2 * L.HEAD_DIM  # what the dequant writes: 512 bf16 values
@@ -36,7 +37,6 @@ def _gather_rows_raw_kernel(
     num_tokens,
     PAGE_SIZE: tl.constexpr,
     PAGE_BYTES: tl.constexpr,
-    SCALE_REGION: tl.constexpr,
     DATA_BYTES: tl.constexpr,
     SCALE_BYTES: tl.constexpr,
     OUT_BYTES: tl.constexpr,
@@ -48,10 +48,9 @@ def _gather_rows_raw_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = rows < num_tokens
     loc = tl.load(ids_ptr + rows, mask=ok, other=0).to(tl.int64)
-    page = loc // PAGE_SIZE
-    slot = loc - page * PAGE_SIZE
-    data = tl.multiple_of(page * PAGE_BYTES + slot * DATA_BYTES, 64)
-    scales = tl.multiple_of(page * PAGE_BYTES + SCALE_REGION + slot * SCALE_BYTES, 8)
+    data, scales = row_byte_offsets(loc, PAGE_SIZE, PAGE_BYTES)
+    data = tl.multiple_of(data, 64)
+    scales = tl.multiple_of(scales, 8)
     head = tl.arange(0, HEAD_BYTES)
     tail = tl.arange(0, DATA_BYTES - HEAD_BYTES)
     sc = tl.arange(0, SCALE_BYTES)
@@ -82,7 +81,7 @@ def gather_rows_raw(
     if n:
         _gather_rows_raw_kernel[(triton.cdiv(n, DEQUANT_BLOCK_TOKENS),)](
             cache_u8, token_ids, out, n,
-            PAGE_SIZE=page_size, PAGE_BYTES=cache_u8.shape[1], SCALE_REGION=L.scale_region_offset(page_size),
+            PAGE_SIZE=page_size, PAGE_BYTES=cache_u8.shape[1],
             DATA_BYTES=L.DATA_BYTES, SCALE_BYTES=L.SCALE_BYTES, OUT_BYTES=OUT_ROW_BYTES, HEAD_BYTES=_HEAD_BYTES,
             REPEAT_BYTES=_REPEAT_BYTES, BLOCK_T=DEQUANT_BLOCK_TOKENS, EVICTION=DEQUANT_EVICTION,
             num_warps=DEQUANT_NUM_WARPS,

@@ -64,6 +64,7 @@ from ...validation import (
     check_int,
     check_tensor,
 )
+from ..paged_rows import row_byte_offsets
 from ..triton_utils import check_launch_device, interpreting
 from .prefill import (
     LOG2E,
@@ -78,8 +79,6 @@ from .prefill import (
 )
 
 # Layout constants as compile-time globals of the jitted helpers.
-_DATA_BYTES = tl.constexpr(L.DATA_BYTES)
-_SCALE_BYTES = tl.constexpr(L.SCALE_BYTES)
 _NOPE_DIM = tl.constexpr(L.NOPE_DIM)
 _QUANT_TILE = tl.constexpr(L.QUANT_TILE)
 _NUM_SCALES = tl.constexpr(L.NUM_SCALES)
@@ -207,15 +206,6 @@ def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[Kernel
 
 
 @triton.jit
-def _row_offsets(loc, PAGE_SIZE: tl.constexpr, PAGE_BYTES: tl.constexpr):
-    """int64 byte offsets of the data and scale rows of token ids ``loc`` (int64)."""
-    page = loc // PAGE_SIZE
-    slot = loc - page * PAGE_SIZE
-    base = page * PAGE_BYTES
-    return base + slot * _DATA_BYTES, base + PAGE_SIZE * _DATA_BYTES + slot * _SCALE_BYTES
-
-
-@triton.jit
 def _block_ids(
     t,
     n_total,
@@ -269,8 +259,8 @@ def _gather_rows(
     compile-time constants, so both offset computations are shifts and
     multiplies and a select picks one.  Rows not ``live`` are not read.
     """
-    p_data, p_scales = _row_offsets(loc, PAGE_SIZE, PAGE_BYTES)
-    x_data, x_scales = _row_offsets(loc, X_PAGE_SIZE, X_PAGE_BYTES)
+    p_data, p_scales = row_byte_offsets(loc, PAGE_SIZE, PAGE_BYTES)
+    x_data, x_scales = row_byte_offsets(loc, X_PAGE_SIZE, X_PAGE_BYTES)
     # Pages are multiples of 576 bytes and data rows 576 bytes apart: every data
     # row starts 64 bytes and every scale row 8 bytes past the cache base, so
     # with the 16-byte-aligned base the wrapper checks (and Triton specializes
