@@ -9,12 +9,13 @@ DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
 2026-11-22, graph-timed decode, SWA 128 + C4 512; prefill top-k 640):
 
 * decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
-  heads up to 64 query rows (b 1 / 8 / 64: 10.7 / 12.4 / 30.2 us against 13.1 /
-  15.0 / 43.9) and loses at 128 (55.7 against 44.3 us);
-* prefill with 16 heads: Triton at the native count is 8-13% faster (s_q 8192 /
+  heads up to 64 query rows (b 1 / 8 / 64: 11.1 / 11.9 / 30.0 us against 12.7 /
+  14.8 / 44.8) and loses at 128 (56.0 against 45.4 us);
+* prefill with 16 heads: Triton at the native count is 11-13% faster (s_q 8192 /
   32768: 1.17 / 4.58 ms against 1.31 / 5.25 ms for FlashMLA padded);
-* 64 and 128 heads: FlashMLA is faster, except decode at b 1 with 64 heads
-  (11.9 against 13.2 us), too small a margin to route on.
+* 64 and 128 heads: FlashMLA is faster (decode 1.3-2.4x, prefill 2x), except
+  decode at b 1 and b 64 with 64 heads (11.6 / 43.9 us against 12.9 / 45.3),
+  margins within run-to-run noise, too small to route on.
 
 So ``auto`` sends prefill of at most 16 heads and decode of at most 16 heads
 and 64 rows to Triton, and everything else that FlashMLA can run to FlashMLA,

@@ -84,17 +84,19 @@ _QUANT_TILE = tl.constexpr(L.QUANT_TILE)
 _NUM_SCALES = tl.constexpr(L.NUM_SCALES)
 _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
-# Tried in order (see prefill.launch_with_fallback).  The dequantized key tile
-# passes through registers (fp32, then bf16) on its way to shared memory, which
-# bounds the tile: figures from compiling for sm_90 (ptxas -v), not timings.
-# h > 16 (BLOCK_H 64, wgmma): 8 warps for the [64, 512] fp32 accumulator.
-# First the hand-pipelined loop (ids two blocks ahead, row bytes one block
-# ahead, in registers): 16-key tiles fit without spills (32 spill 168 bytes);
-# then Triton's pipeliner, which prefetches ids but waits for each gather.
-# Measured (H200, graph replays, BENCHMARKS.md "decode sweep"): tiles through
-# Triton's pipeliner beat the hand-pipelined 16-key loop at every 64/128-head
-# shape, and 64-key tiles with 3 stages beat 32-key ones where programs walk
-# many keys (b 128 h 128: 249 us, 301 with 32 keys, 420 hand-pipelined).
+# Tried in order (see prefill.launch_with_fallback); a config whose shared
+# memory exceeds the GPU's is skipped.  BLOCK_H 64 (wgmma): 8 warps for the
+# [64, 512] fp32 accumulator.  Measured (H200, graph replays, BENCHMARKS.md):
+# 64-key tiles through Triton's pipeliner beat 32-key tiles and the
+# hand-pipelined loops where programs walk many keys (b 128 h 128: 249 us, 301
+# with 32 keys, 420 hand-pipelined).  Up to 3 stages the pipeliner (as Triton
+# 3.7's sm_90 TTGIR shows) keeps one row buffer and waits for every copy at the top of each block, so the next
+# block's gather is not in flight during the dots; at 5 stages it keeps two
+# (215 KB of shared memory) and leaves the next gather in flight.  That
+# measured faster for grids of at most WIDE_DEEP_PIPELINE_MAX_PROGRAMS rows x
+# head blocks (b 8 / 64 h 64: 18.3 / 42.8 us against 19.9 / 52.1; b 8 h 128:
+# 28.1 against 31.9) and even or slower for larger ones (b 128 h 64: 77.3
+# against 77.6; b 64 / 128 h 128: 129 / 253 against 126 / 248).
 DECODE_CONFIGS_WIDE = (
     KernelConfig(64, 8, 3),
     KernelConfig(32, 8, 3),
@@ -102,6 +104,9 @@ DECODE_CONFIGS_WIDE = (
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 8, 3),
 )
+DECODE_CONFIGS_WIDE_FEW = (KernelConfig(64, 8, 5),) + DECODE_CONFIGS_WIDE
+WIDE_DEEP_PIPELINE_MAX_PROGRAMS = 64
+
 # BLOCK_H 16 (mma.sync), by grid size.  Measured (H200, graph replays,
 # BENCHMARKS.md "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head
 # blocks, 64-key tiles on 8 warps without pipelining are fastest (b 1 / 8:
@@ -199,6 +204,8 @@ def decode_block_h(h_q: int, rows: Optional[int] = None) -> int:
 def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[KernelConfig, ...]]:
     """The launch configurations to try, in order, and the name of that list."""
     if block_h == MAX_BLOCK_H:
+        if rows * triton.cdiv(h_q, block_h) <= WIDE_DEEP_PIPELINE_MAX_PROGRAMS:
+            return "wide-few", DECODE_CONFIGS_WIDE_FEW
         return "wide", DECODE_CONFIGS_WIDE
     if rows * triton.cdiv(h_q, block_h) <= NARROW_FEW_MAX_PROGRAMS:
         return "narrow-few", DECODE_CONFIGS_NARROW_FEW
