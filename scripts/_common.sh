@@ -95,6 +95,12 @@ dsv4_print_command() {
   printf '%s\n' "${out% }"
 }
 
+# What --dry-run prints: a header naming the script and mode, then the command.
+dsv4_print_dry_run() {
+  echo "# ${DSV4_PROG} (${DSV4_MODE}) would run:"
+  dsv4_print_command "$@"
+}
+
 dsv4_export_env() {
   local kv
   for kv in ${DSV4_ENV[@]+"${DSV4_ENV[@]}"}; do

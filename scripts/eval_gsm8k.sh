@@ -89,8 +89,7 @@ cmd=("$PYTHON" -m sglang.test.run_eval
 cmd+=(${extra[@]+"${extra[@]}"})
 
 if ((dry_run)); then
-  echo "# ${DSV4_PROG} (${DSV4_MODE}) would run:"
-  dsv4_print_command "${cmd[@]}"
+  dsv4_print_dry_run "${cmd[@]}"
   ((no_log)) || echo "# output also written to $log"
   exit 0
 fi

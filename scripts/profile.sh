@@ -88,8 +88,7 @@ cmd=("$PYTHON" -m sglang.test.send_one
   ${extra[@]+"${extra[@]}"})
 
 if ((dry_run)); then
-  echo "# ${DSV4_PROG} (${DSV4_MODE}) would run:"
-  dsv4_print_command "${cmd[@]}"
+  dsv4_print_dry_run "${cmd[@]}"
   exit 0
 fi
 

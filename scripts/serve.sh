@@ -80,8 +80,7 @@ cmd=(sglang serve
   ${extra[@]+"${extra[@]}"})
 
 if ((dry_run)); then
-  echo "# ${DSV4_PROG} (${DSV4_MODE}) would run:"
-  dsv4_print_command "${cmd[@]}"
+  dsv4_print_dry_run "${cmd[@]}"
   exit 0
 fi
 
