@@ -93,17 +93,14 @@ def prefill_layer(
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if compress_ratio == 0:
-        kv = workspace.get(plan.total_swa)
-        dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv)
+        kv = _stage_rows(plan, workspace, swa_cache)
         return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
         return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows)
 
-    kv = workspace.get(rows.total + plan.total_swa)
-    dequantize_k_cache_paged(compressed_cache, rows.token_ids, rows.page_size, out=kv[: rows.total])
-    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[rows.total :])
+    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
     if len(plan.c128_tiles) == 1:
         return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink)
     out = torch.empty_like(q)
@@ -113,6 +110,16 @@ def prefill_layer(
             q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink
         )
     return out
+
+
+def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_ids=None, compressed_page_size=None):
+    """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window]."""
+    n = 0 if compressed_ids is None else compressed_ids.shape[0]
+    kv = workspace.get(n + plan.total_swa)
+    if compressed_ids is not None:
+        dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, out=kv[:n])
+    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[n:])
+    return kv
 
 
 def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
@@ -127,10 +134,7 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         compressed_ids, topk, base, swa_base = rows.token_ids, topk_indices, rows.base, rows.swa_base
     else:
         compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
-    n_compressed = compressed_ids.shape[0]
-    kv = workspace.get(n_compressed + plan.total_swa)
-    dequantize_k_cache_paged(compressed_cache, compressed_ids, rows.page_size, out=kv[:n_compressed])
-    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[n_compressed:])
+    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
     indices, lens = combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         plan.window, 4, k, out_indices=plan.c4_indices, out_lens=plan.c4_lens,
