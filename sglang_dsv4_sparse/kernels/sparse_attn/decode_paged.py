@@ -136,9 +136,10 @@ _PROGRAMS_PER_SM_NARROW = 2
 # A split's fixed cost (loading q, writing an fp32 partial of up to 128 KB,
 # merging it) is worth paying for at least this many keys.
 MIN_KEYS_PER_SPLIT = 64
-# Head blocks of the decode kernel: 16 (mma.sync) up to 16 heads, else 64
-# (wgmma).  A 32-head block spills with mma.sync whatever the config, and
-# padding 17..32 heads to 64 costs only tensor-core time, which decode has.
+# Up to this many heads the decode kernel runs 16-head blocks (mma.sync);
+# above, 64-head blocks (wgmma) except for single-program batches (see
+# decode_block_h).  There is no 32-head block: it spills with mma.sync whatever
+# the config, and padding 17..32 heads to 64 costs only tensor-core time.
 _DECODE_NARROW_H = 16
 # Used for the split rule under the interpreter (an H100's SM count), so CPU
 # tests take the same split decisions as the GPU.
@@ -203,11 +204,12 @@ def decode_block_h(h_q: int, rows: Optional[int] = None) -> int:
 
 def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[KernelConfig, ...]]:
     """The launch configurations to try, in order, and the name of that list."""
+    programs = rows * triton.cdiv(h_q, block_h)  # before splits
     if block_h == MAX_BLOCK_H:
-        if rows * triton.cdiv(h_q, block_h) <= WIDE_DEEP_PIPELINE_MAX_PROGRAMS:
+        if programs <= WIDE_DEEP_PIPELINE_MAX_PROGRAMS:
             return "wide-few", DECODE_CONFIGS_WIDE_FEW
         return "wide", DECODE_CONFIGS_WIDE
-    if rows * triton.cdiv(h_q, block_h) <= NARROW_FEW_MAX_PROGRAMS:
+    if programs <= NARROW_FEW_MAX_PROGRAMS:
         return "narrow-few", DECODE_CONFIGS_NARROW_FEW
     return "narrow-many", DECODE_CONFIGS_NARROW_MANY
 
