@@ -266,6 +266,9 @@ def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, p
     rows = []
     region = L.scale_region_offset(page_size)
     for t in token_ids.long().tolist():
+        if t < 0:  # a hole: zero row
+            rows.append(torch.zeros(2 * L.HEAD_DIM, dtype=torch.uint8))
+            continue
         page, slot = divmod(t, page_size)
         data = cache_u8[page, slot * L.DATA_BYTES : (slot + 1) * L.DATA_BYTES]
         scales = cache_u8[page, region + slot * L.SCALE_BYTES : region + (slot + 1) * L.SCALE_BYTES]

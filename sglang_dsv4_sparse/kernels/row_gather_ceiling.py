@@ -7,7 +7,8 @@ copies bytes.  ``scripts/bench_kernels.py`` times it on the same ids as the
 dequant: the access pattern's own ceiling, which the plain device-to-device
 copy (sequential on both sides) overstates for scattered rows.
 
-Output row: ``data[0:576] | data[0:440] | scale bytes[0:8]`` (576 + 440 + 8 = 1024).
+Output row: ``data[0:576] | data[0:440] | scale bytes[0:8]`` (576 + 440 + 8 = 1024);
+a negative id (a -1 hole) gives a zero row and reads nothing, as in the dequant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import triton
 import triton.language as tl
 
 from .. import layout as L
-from ..validation import INDEX_DTYPES, check_int, check_tensor
+from ..validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor
 from .dequant import DEQUANT_BLOCK_TOKENS, DEQUANT_EVICTION, DEQUANT_NUM_WARPS
 from .paged_rows import row_byte_offsets
 from .triton_utils import check_launch_device
@@ -47,16 +48,18 @@ def _gather_rows_raw_kernel(
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = rows < num_tokens
-    loc = tl.load(ids_ptr + rows, mask=ok, other=0).to(tl.int64)
-    data, scales = row_byte_offsets(loc, PAGE_SIZE, PAGE_BYTES)
+    loc = tl.load(ids_ptr + rows, mask=ok, other=-1).to(tl.int64)
+    live = ok & (loc >= 0)
+    data, scales = row_byte_offsets(tl.where(live, loc, 0), PAGE_SIZE, PAGE_BYTES)
     data = tl.multiple_of(data, 64)
     scales = tl.multiple_of(scales, 8)
     head = tl.arange(0, HEAD_BYTES)
     tail = tl.arange(0, DATA_BYTES - HEAD_BYTES)
     sc = tl.arange(0, SCALE_BYTES)
-    a = tl.load(cache_ptr + data[:, None] + head[None, :], mask=ok[:, None], eviction_policy=EVICTION)
-    b = tl.load(cache_ptr + data[:, None] + HEAD_BYTES + tail[None, :], mask=ok[:, None], eviction_policy=EVICTION)
-    s = tl.load(cache_ptr + scales[:, None] + sc[None, :], mask=ok[:, None], eviction_policy=EVICTION)
+    a = tl.load(cache_ptr + data[:, None] + head[None, :], mask=live[:, None], other=0, eviction_policy=EVICTION)
+    b = tl.load(cache_ptr + data[:, None] + HEAD_BYTES + tail[None, :], mask=live[:, None], other=0,
+                eviction_policy=EVICTION)
+    s = tl.load(cache_ptr + scales[:, None] + sc[None, :], mask=live[:, None], other=0, eviction_policy=EVICTION)
     o = out_ptr + rows[:, None] * OUT_BYTES
     tl.store(o + head[None, :], a, mask=ok[:, None])
     tl.store(o + HEAD_BYTES + tail[None, :], b, mask=ok[:, None])
@@ -67,7 +70,11 @@ def _gather_rows_raw_kernel(
 def gather_rows_raw(
     quant_k_cache: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """``(n, 1024)`` uint8: each token's raw bytes laid out as the module docstring says."""
+    """``(n, 1024)`` uint8: each token's raw bytes laid out as the module docstring says.
+
+    Ids must lie below ``num_pages * page_size`` (``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
+    checks it); a negative id gives a zero row.
+    """
     check_int("page_size", page_size, minimum=1)
     cache_u8 = L.as_byte_cache(quant_k_cache, page_size, "quant_k_cache")
     check_launch_device("quant_k_cache", cache_u8)
@@ -78,6 +85,8 @@ def gather_rows_raw(
     else:
         check_tensor("out", out, dtypes=(torch.uint8,), shape=(n, OUT_ROW_BYTES), device=cache_u8.device,
                      contiguous=True)
+    if bounds_check_enabled():
+        check_ids_in_range("token_ids", token_ids, cache_u8.shape[0] * page_size, allow_negative=True)
     if n:
         _gather_rows_raw_kernel[(triton.cdiv(n, DEQUANT_BLOCK_TOKENS),)](
             cache_u8, token_ids, out, n,

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from sglang_dsv4_sparse import layout as L
@@ -11,6 +12,14 @@ def test_copies_the_bytes_the_dequant_reads(gen, device):
         cache = torch.randint(0, 256, (pages, L.page_bytes(page_size)), dtype=torch.uint8, generator=gen)
         ids = torch.randint(0, pages * page_size, (11,), generator=gen).to(torch.int32)
         ids[0], ids[1] = 0, pages * page_size - 1  # first and last slot of the cache
+        ids[2], ids[5] = -1, -1  # holes: zero rows
         got = gather_rows_raw(cache.to(device), ids.to(device), page_size)
         assert torch.equal(got.cpu(), gather_rows_raw_reference(cache, ids, page_size))
     assert gather_rows_raw(cache.to(device), ids[:0].to(device), page_size).shape == (0, 2 * L.HEAD_DIM)
+
+
+def test_bounds_flag_rejects_ids_past_the_cache(gen, device, monkeypatch):
+    cache = torch.randint(0, 256, (3, L.page_bytes(64)), dtype=torch.uint8, generator=gen).to(device)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "1")
+    with pytest.raises(ValueError, match="token_ids"):
+        gather_rows_raw(cache, torch.tensor([0, 3 * 64], dtype=torch.int32, device=device), 64)
