@@ -555,7 +555,7 @@ def run_sweep(args, gen):
         # decode_block_h picks between them by batch size.
         for block_h in (16,) if h <= 16 else (16, 64):
             wide = block_h == _prefill_mod.MAX_BLOCK_H
-            configs = (_decode_mod.DECODE_CONFIGS_WIDE_FEW if wide
+            configs = (_decode_mod.DECODE_CONFIGS_WIDE if wide
                        else _decode_mod.DECODE_CONFIGS_NARROW_FEW + _decode_mod.DECODE_CONFIGS_NARROW_MANY)
             extra_dec = (KernelConfig(32, 8, 2), KernelConfig(16, 8, 2)) if wide else (KernelConfig(16, 4, 2),)
             configs = tuple(dict.fromkeys(tuple(configs) + extra_dec))

@@ -9,18 +9,18 @@ DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
 2026-11-22, graph-timed decode, SWA 128 + C4 512; prefill top-k 640):
 
 * decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
-  heads up to 64 query rows (b 1 / 8 / 64: 11.1 / 11.9 / 30.0 us against 12.7 /
-  14.8 / 44.8) and loses at 128 (56.0 against 45.4 us);
-* prefill with 16 heads: Triton at the native count is 11-13% faster (s_q 8192 /
-  32768: 1.17 / 4.58 ms against 1.31 / 5.25 ms for FlashMLA padded);
-* 64 and 128 heads: FlashMLA is faster (decode 1.3-2.4x, prefill 2x), except
-  decode at b 1 and b 64 with 64 heads (11.6 / 43.9 us against 12.9 / 45.3),
-  margins within run-to-run noise, too small to route on.
+  heads at b 1 / 8 / 32 / 64 / 256 / 512 (0.60-0.84x its time) and is 6%
+  slower at b 128 (third session's runs);
+* prefill with 16 heads: Triton at the native count is 6-14% faster (s_q 8192
+  / 32768);
+* 64 and 128 heads: FlashMLA is faster for most shapes (decode up to 1.7x,
+  prefill 1.6-1.9x); Triton's wins (decode b 1 and b 64 at 64 heads, 0.89x)
+  are too scattered to route on.
 
-So ``auto`` sends prefill of at most 16 heads and decode of at most 16 heads
-and 64 rows to Triton, and everything else that FlashMLA can run to FlashMLA,
-padding heads with zeros as SGLang does. Triton runs where FlashMLA cannot
-(other GPUs, no wheel) or when forced.
+So ``auto`` sends prefill and decode of at most 16 heads to Triton, and
+everything else that FlashMLA can run to FlashMLA, padding heads with zeros
+as SGLang does. Triton runs where FlashMLA cannot (other GPUs, no wheel) or
+when forced.
 """
 
 from __future__ import annotations
@@ -64,9 +64,8 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
-# The measured regions where native-head Triton beats padded FlashMLA.
+# Up to this many heads native-head Triton beats FlashMLA padded to 64 (measured).
 NATIVE_DECODE_MAX_HEADS = 16
-NATIVE_DECODE_MAX_ROWS = 64
 NATIVE_PREFILL_MAX_HEADS = 16
 
 
@@ -93,9 +92,9 @@ def use_flashmla(device: torch.device, num_heads: int) -> bool:
     return usable and padded is not None
 
 
-def native_decode_wins(num_heads: int, rows: int) -> bool:
-    """Under ``auto``, a decode this small runs faster on Triton at its native head count."""
-    return requested_kernels() == "auto" and num_heads <= NATIVE_DECODE_MAX_HEADS and rows <= NATIVE_DECODE_MAX_ROWS
+def native_decode_wins(num_heads: int) -> bool:
+    """Under ``auto``, a paged decode of this few heads runs faster on Triton at its native head count."""
+    return requested_kernels() == "auto" and num_heads <= NATIVE_DECODE_MAX_HEADS
 
 
 def native_prefill_wins(num_heads: int) -> bool:
@@ -108,9 +107,9 @@ def prefill_uses_flashmla(device: torch.device, num_heads: int) -> bool:
     return use_flashmla(device, num_heads) and not native_prefill_wins(num_heads)
 
 
-def decode_uses_flashmla(device: torch.device, num_heads: int, rows: int) -> bool:
-    """Whether a paged decode of ``rows`` query rows and ``num_heads`` heads goes to FlashMLA."""
-    return use_flashmla(device, num_heads) and not native_decode_wins(num_heads, rows)
+def decode_uses_flashmla(device: torch.device, num_heads: int) -> bool:
+    """Whether a paged decode with ``num_heads`` heads goes to FlashMLA."""
+    return use_flashmla(device, num_heads) and not native_decode_wins(num_heads)
 
 
 def heads_to_run(real_heads: int, available_heads: int, device: torch.device, decode_rows: Optional[int] = None) -> int:
@@ -118,10 +117,11 @@ def heads_to_run(real_heads: int, available_heads: int, device: torch.device, de
 
     SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
     query goes as it is (no copy), and the Triton kernels get the real heads only.
-    ``decode_rows`` marks a paged decode of that many rows (shapes only, so the
-    choice is the same at CUDA-graph capture and replay); None, a sparse prefill.
+    ``decode_rows`` marks a paged decode of that many rows; None, a sparse
+    prefill.  The choice depends on shapes only, so it is the same at CUDA-graph
+    capture and replay.
     """
-    if decode_rows is not None and native_decode_wins(real_heads, decode_rows):
+    if decode_rows is not None and native_decode_wins(real_heads):
         return real_heads
     if decode_rows is None and native_prefill_wins(real_heads):
         return real_heads
@@ -163,8 +163,7 @@ def describe(device: Optional[torch.device] = None) -> str:
         return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
     return (
         f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton for prefill of "
-        f"<= {NATIVE_PREFILL_MAX_HEADS} heads and decode of <= {NATIVE_DECODE_MAX_HEADS} heads and "
-        f"<= {NATIVE_DECODE_MAX_ROWS} rows"
+        f"<= {NATIVE_PREFILL_MAX_HEADS} heads and decode of <= {NATIVE_DECODE_MAX_HEADS} heads"
     )
 
 
@@ -210,7 +209,7 @@ def paged_decode_attention(
     ``sched_meta`` is FlashMLA's scheduler metadata, shared by every layer that
     has the same shapes and lengths (one per compress ratio per step).
     """
-    if decode_uses_flashmla(q.device, q.shape[2], q.shape[0] * q.shape[1]):
+    if decode_uses_flashmla(q.device, q.shape[2]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
         main = L.flashmla_cache_view(k_cache, page_size)
@@ -236,9 +235,9 @@ def paged_decode_attention(
     return out
 
 
-def new_decode_sched_meta(device: torch.device, num_heads: int, rows: int):
+def new_decode_sched_meta(device: torch.device, num_heads: int):
     """A fresh FlashMLA scheduler-metadata object, or None on the Triton path."""
-    if not decode_uses_flashmla(device, num_heads, rows):
+    if not decode_uses_flashmla(device, num_heads):
         return None
     from flash_mla import get_mla_metadata
 

@@ -36,24 +36,25 @@ def test_pad_heads_zero_fills_query_and_sink():
     assert same is q_pad and same_sink is sink_pad
 
 
-def test_small_few_head_decodes_go_to_triton(monkeypatch):
-    # Where FlashMLA runs, decode of <= 16 heads and <= 64 rows still goes to
-    # Triton at the native head count (measured faster); the rest to FlashMLA.
+def test_few_head_calls_go_to_triton(monkeypatch):
+    # Where FlashMLA runs, decode and prefill of <= 16 heads still go to Triton
+    # at the native head count (measured faster); the rest to FlashMLA.
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
     monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: heads <= 128)
     dev = torch.device("cpu")
-    assert not dispatch.decode_uses_flashmla(dev, 16, 64)
-    assert dispatch.decode_uses_flashmla(dev, 16, 65)
-    assert dispatch.decode_uses_flashmla(dev, 64, 1)
+    assert not dispatch.decode_uses_flashmla(dev, 16)
+    assert dispatch.decode_uses_flashmla(dev, 17)
+    assert dispatch.decode_uses_flashmla(dev, 64)
     assert dispatch.heads_to_run(16, 64, dev, decode_rows=8) == 16
-    assert dispatch.heads_to_run(16, 64, dev, decode_rows=128) == 64
+    assert dispatch.heads_to_run(16, 64, dev, decode_rows=4096) == 16
+    assert dispatch.heads_to_run(17, 64, dev, decode_rows=8) == 64
     # Prefill of <= 16 heads too goes to Triton at the native count; more heads to FlashMLA.
     assert dispatch.heads_to_run(16, 64, dev) == 16
     assert dispatch.heads_to_run(32, 64, dev) == 64
     assert not dispatch.prefill_uses_flashmla(dev, 16)
     assert dispatch.prefill_uses_flashmla(dev, 17)
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
-    assert dispatch.decode_uses_flashmla(dev, 16, 8)
+    assert dispatch.decode_uses_flashmla(dev, 16)
     assert dispatch.prefill_uses_flashmla(dev, 16)
     assert dispatch.heads_to_run(16, 64, dev) == 64
 

@@ -192,7 +192,7 @@ def decode_layer(
     if compress_ratio:
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
     if compress_ratio not in plan.sched_meta:
-        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1], plan.num_tokens)
+        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1])
     out = paged_decode_attention(
         q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
         sched_meta=plan.sched_meta[compress_ratio], **extra,

@@ -15,7 +15,7 @@ Design:
 * One program per (query row, block of ``BLOCK_H`` heads, key split); heads
   share the row's index list (MQA), so each key row is gathered and dequantized
   once per program and used by every head, for Q K^T and P V alike.
-  ``BLOCK_H`` is 16 (mma.sync; fewer heads are masked rows) up to 16 heads.
+  ``BLOCK_H`` is 16 (fewer heads are masked rows) up to 16 heads.
   Above that it is 64 (wgmma) once the batch has a 64-head program per SM,
   and 16 for smaller batches, where more, shorter programs finish sooner
   (``decode_block_h``).  The head blocks of a row are adjacent in the grid
@@ -28,6 +28,10 @@ Design:
   blocks, then the extra (C4/C128) ones, on the same softmax state; a scalar
   select picks the cache, whose page geometries are both compile-time
   constants.
+* The softmax step is the prefill kernel's: with 64-head blocks its score dot
+  is split across the two warpgroups (each scores half of the keys), see
+  ``prefill._online_softmax_step``; configs may also ask for
+  the keys-major score dot.
 * Gathers are issued ahead of their use: in the ``prefetch`` configs by the
   kernel itself into registers (ids two blocks ahead, row bytes one block
   ahead), otherwise by Triton's pipeliner.
@@ -73,7 +77,7 @@ from .prefill import (
     KernelConfig,
     _load_q_block,
     _normalize,
-    _online_softmax_step,
+    _softmax_step,
     _row_length,
     launch_with_fallback,
 )
@@ -86,34 +90,44 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
 # Tried in order (see prefill.launch_with_fallback); a config whose shared
 # memory exceeds the GPU's is skipped.  BLOCK_H 64 (wgmma): 8 warps for the
-# [64, 512] fp32 accumulator.  Measured (H200, graph replays, BENCHMARKS.md):
-# 64-key tiles through Triton's pipeliner beat 32-key tiles and the
-# hand-pipelined loops where programs walk many keys (b 128 h 128: 249 us, 301
-# with 32 keys, 420 hand-pipelined).  Up to 3 stages the pipeliner (as Triton
-# 3.7's sm_90 TTGIR shows) keeps one row buffer and waits for every copy at the top of each block, so the next
-# block's gather is not in flight during the dots; at 5 stages it keeps two
-# (215 KB of shared memory) and leaves the next gather in flight.  That
-# measured faster for grids of at most WIDE_DEEP_PIPELINE_MAX_PROGRAMS rows x
-# head blocks (b 8 / 64 h 64: 18.3 / 42.8 us against 19.9 / 52.1; b 8 h 128:
-# 28.1 against 31.9) and even or slower for larger ones (b 128 h 64: 77.3
-# against 77.6; b 64 / 128 h 128: 129 / 253 against 126 / 248).
-DECODE_CONFIGS_WIDE = (
+# [64, 512] fp32 accumulator, 64-key tiles through Triton's pipeliner (32-key
+# tiles and hand-pipelined loops measured slower: b 128 h 128 301 and 420 us
+# against 249), and the score dot split across the two warpgroups
+# (prefill._online_softmax_step).  Measured on an H200 (graph
+# replays, BENCHMARKS.md), split against unsplit: b 128 h 64 53.5 against
+# 77.3 us, b 64 / 128 h 128 90.5 / 178 against 126 / 247.
+# Pipeline depth by grid size (rows x head blocks, before splits).  Up to 3
+# stages the pipeliner (Triton's sm_90 TTGIR shows) keeps one row buffer and
+# waits for every copy at the top of each block; at 5 it keeps two (227 KB of
+# shared memory) and leaves the next gather in flight.  Grids above
+# WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS walk many blocks per program and take 5
+# stages (b 32 / 64 / 128 h 64: 26.4 / 38.3 / 53.5 us against 26.5 / 42.0 /
+# 59.7 with 3; b 32 / 64 h 128: 55.3 / 90.5 against 60.8 / 98.2); smaller
+# ones are split into programs of 1-2 blocks, where 3 stages start sooner
+# (b 8 / 16 h 64: 16.7 / 19.8 us against 17.5 / 20.7; b 1 / 4 / 8 h 128: 17.5
+# / 20.5 / 25.4 against 18.2 / 21.5 / 26.0).
+DECODE_CONFIGS_WIDE_FEW = (
+    KernelConfig(64, 8, 3, split_scores=True),
     KernelConfig(64, 8, 3),
     KernelConfig(32, 8, 3),
     KernelConfig(16, 8, 1, prefetch=True),
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 8, 3),
 )
-DECODE_CONFIGS_WIDE_FEW = (KernelConfig(64, 8, 5),) + DECODE_CONFIGS_WIDE
-WIDE_DEEP_PIPELINE_MAX_PROGRAMS = 64
+DECODE_CONFIGS_WIDE = (KernelConfig(64, 8, 5, split_scores=True),) + DECODE_CONFIGS_WIDE_FEW
+WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS = 16
 
-# BLOCK_H 16 (mma.sync), by grid size.  Measured (H200, graph replays,
-# BENCHMARKS.md "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head
-# blocks, 64-key tiles on 8 warps without pipelining are fastest (b 1 / 8:
-# 10.6 / 11.5 us; 32-key tiles on 4 warps 12.3 / 13.1).  From 32 on, 32-key
-# tiles on 4 warps, 2 stages (b 32 / 64 / 128: 20.0 / 29.5 / 55.3 us against
-# 25.6 / 40.2 / 67.3 with 64-key tiles): their ~100 KB of shared memory lets
-# two programs share an SM.
+# BLOCK_H 16, by grid size.  Measured (H200, graph replays, BENCHMARKS.md
+# "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head blocks,
+# 64-key tiles on 8 warps without pipelining are fastest (b 1 / 8: 10.6 /
+# 11.5 us; 32-key tiles on 4 warps 12.3 / 13.1).  Above, 64-key tiles on 4
+# warps with the keys-major score dot (a wgmma with M = 64 keys instead of an
+# mma.sync with M = 16 heads) and no pipelining: 82 KB of shared memory, so
+# two programs share an SM and each hides the other's gathers (b 32 / 64 /
+# 128 / 256 / 512: 17.7 / 25.7 / 45.5 / 70.4 / 136.1 us against 20.1 / 29.4
+# / 54.9 / 95.4 / 187.2 with the former 32-key, 2-stage default, which comes
+# next; with 2 stages the keys-major tile needs 123 KB and one program an SM:
+# 36.4 us at b 64).
 DECODE_CONFIGS_NARROW_FEW = (
     KernelConfig(64, 8, 1),
     KernelConfig(64, 8, 2),
@@ -121,6 +135,7 @@ DECODE_CONFIGS_NARROW_FEW = (
     KernelConfig(16, 4, 1, prefetch=True),
 )
 DECODE_CONFIGS_NARROW_MANY = (
+    KernelConfig(64, 4, 1, keys_major=True),
     KernelConfig(32, 4, 2),
     KernelConfig(32, 4, 3),
     KernelConfig(16, 4, 1, prefetch=True),
@@ -206,7 +221,7 @@ def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[Kernel
     """The launch configurations to try, in order, and the name of that list."""
     programs = rows * triton.cdiv(h_q, block_h)  # before splits
     if block_h == MAX_BLOCK_H:
-        if programs <= WIDE_DEEP_PIPELINE_MAX_PROGRAMS:
+        if programs <= WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS:
             return "wide-few", DECODE_CONFIGS_WIDE_FEW
         return "wide", DECODE_CONFIGS_WIDE
     if programs <= NARROW_FEW_MAX_PROGRAMS:
@@ -370,6 +385,8 @@ def _sparse_decode_paged_kernel(
     WRITE_PARTIAL: tl.constexpr,
     PREFETCH: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    KEYS_MAJOR: tl.constexpr,
+    SPLIT_SCORES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Head blocks of a row are adjacent (they read the same key rows), then splits.
@@ -433,7 +450,7 @@ def _sparse_decode_paged_kernel(
                 PAGE_SIZE, PAGE_BYTES, X_PAGE_SIZE, X_PAGE_BYTES,
             )
             k = _dequant_rows(raw, words, rope, BLOCK_N)
-            m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
             raw, words, rope, live = next_raw, next_words, next_rope, next_live
             next_loc, next_live, next_extra = after_loc, after_live, after_extra
     else:
@@ -447,7 +464,7 @@ def _sparse_decode_paged_kernel(
                 PAGE_SIZE, PAGE_BYTES, X_PAGE_SIZE, X_PAGE_BYTES,
             )
             k = _dequant_rows(raw, words, rope, BLOCK_N)
-            m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
 
     if WRITE_PARTIAL:
         has_keys = l_i > 0
@@ -735,6 +752,8 @@ def sparse_mla_decode_paged(
             WRITE_PARTIAL=partial,
             PREFETCH=cfg.prefetch,
             DOT_FP32=dot_fp32,
+            KEYS_MAJOR=cfg.keys_major,
+            SPLIT_SCORES=cfg.split_scores,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )

@@ -19,6 +19,11 @@ ridge against L2 (~100), so h >= 64 is bound by the tensor cores; at h = 16 it i
   ``[BLOCK_H, 512]`` accumulator fits the registers (128 per thread at 8 warps)
   next to the score tile.  h = 128 runs two programs per query, adjacent in the
   grid, so the second finds the rows in L2.
+* At 64 heads the score dot is split across the two warpgroups, each scoring
+  half of a block's keys for all 64 heads, and the P V dot across ``d_v``
+  (``_online_softmax_step`` says how Triton is led there); at 16
+  heads the score dot is computed keys-major (``S^T = K Q^T``) so that it is
+  a warpgroup MMA.
 * The key loop walks ``BLOCK_N`` index columns at a time with an fp32 online
   softmax in base 2 (``sm_scale * log2(e)`` folded into one multiply); operands of
   both dots stay bf16 on the GPU (fp32 accumulation).  Under the interpreter the
@@ -66,17 +71,24 @@ MAX_BLOCK_H = 64
 class KernelConfig:
     """One launch configuration: keys per loop step, warps, Triton pipeline depth,
     whether the kernel prefetches the next block into registers itself (then
-    ``num_stages`` should be 1), and whether scores are computed keys-major
-    (``S^T = K Q^T``, see ``_online_softmax_step_keys_major``)."""
+    ``num_stages`` should be 1), whether scores are computed keys-major
+    (``S^T = K Q^T``, see ``_online_softmax_step_keys_major``), and whether the
+    score dot is split across warpgroups (``SPLIT_SCORES`` in
+    ``_online_softmax_step``; heads-major only)."""
 
     block_n: int
     num_warps: int
     num_stages: int
     prefetch: bool = False
     keys_major: bool = False
+    split_scores: bool = False
+
+    def __post_init__(self) -> None:
+        if self.keys_major and self.split_scores:
+            raise ValueError("KernelConfig: split_scores applies to the heads-major score dot, not keys_major")
 
     def __str__(self) -> str:
-        flags = ("p" if self.prefetch else "") + ("k" if self.keys_major else "")
+        flags = ("p" if self.prefetch else "") + ("k" if self.keys_major else "") + ("x" if self.split_scores else "")
         return f"n{self.block_n}w{self.num_warps}s{self.num_stages}{flags}"
 
 
@@ -87,9 +99,13 @@ class KernelConfig:
 # accumulator at 128 registers a thread.  64 keys a step make both dots
 # 64x64x512 wgmmas; the pipeliner copies each gathered [64, 512] bf16 tile
 # (64 KB) asynchronously into a 2-deep shared ring that both dots read (K is
-# V), next to the 64 KB q tile: 193 KB of shared memory, 254 registers, no
-# spills.  The next entries need less shared memory.
+# V), next to the 64 KB q tile.  Splitting the score dot across the
+# warpgroups adds P's exchange: 208 KB of shared memory, 255 registers, no
+# spills.  Measured at h 64 / 128, s_q 8192 on an H200 (BENCHMARKS.md):
+# 2.42 / 4.80 ms against 2.82 / 5.60 unsplit (n64w8s3x 2.70 / 5.21, n32w8s3x
+# 3.45).  The next entries need less shared memory.
 PREFILL_CONFIGS_WIDE = (
+    KernelConfig(64, 8, 2, split_scores=True),
     KernelConfig(64, 8, 2),
     KernelConfig(32, 8, 3),
     KernelConfig(16, 8, 1, prefetch=True),
@@ -163,11 +179,41 @@ def _row_length(len_ptr, index, limit, HAS_LEN: tl.constexpr):
 
 
 @triton.jit
-def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32: tl.constexpr):
+def _softmax_update(s, m_i, l_i, p_dtype: tl.constexpr):
+    """New running max and sum of each head after scores ``s`` (base 2), the
+    factor ``alpha`` that rescales the old accumulator, and ``p`` for P V."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    # A head that has seen no live key keeps m = -inf; 0 stands in for it so
+    # that exp2(-inf - m) is 0 rather than NaN.
+    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_ref)
+    p = tl.exp2(s - m_ref[:, None])
+    l_new = l_i * alpha + tl.sum(p, 1)
+    return m_new, l_new, alpha, p.to(p_dtype)
+
+
+@triton.jit
+def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl.constexpr, DOT_FP32: tl.constexpr):
     """Fold one ``[BLOCK_N, D]`` key tile into the running (max, sum, acc) of each head.
 
     ``m_i`` is in base-2 logit units.  ``live`` masks skipped keys (their rows
     were loaded as zeros, so their logits are forced to -inf here).
+
+    ``SPLIT_SCORES`` splits the score dot across the warpgroups.  Why: Triton
+    lays out a dot whose result reaches another dot (the scores feed P V) with
+    all warps along M (``warpsPerCTA = [num_warps, 1]``), so at 64 heads and 8
+    warps both warpgroups compute the same ``[64, BLOCK_N]`` score tile (1.5x
+    the tensor-core work of the pair of dots).  That rule follows the uses of
+    the scores; it stops at the ``yield`` of a branch, which has no results of
+    its own.  So the softmax runs inside a branch that is always taken:
+    ``scale_log2 == scale_log2`` holds for every finite scale (the wrappers
+    reject others) and cannot be folded, since a NaN would fail it.  The score
+    dot then splits its keys across the warpgroups (``warpsPerCTA = [4, 2]``),
+    and P's halves meet in shared memory for the P V dot, as FlashMLA does by
+    hand.  The skipped-key mask stays outside the branch: Triton 3.6's
+    pipeliner fails on a pipelined load (``live``) used inside it.  Measured on
+    an H200 (BENCHMARKS.md): prefill at 64 heads 2.82 -> 2.42 ms, decode b 128
+    h 64 77 -> 54 us.
     """
     if DOT_FP32:
         k_dot = k.to(tl.float32)
@@ -176,19 +222,21 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32: tl.con
         k_dot = k
         s = tl.dot(q, tl.trans(k_dot))
     s = tl.where(live[None, :], s * scale_log2, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    # A head that has seen no live key keeps m = -inf; 0 stands in for it so
-    # that exp2(-inf - m) is 0 rather than NaN.
-    m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_ref)
-    p = tl.exp2(s - m_ref[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
+    if SPLIT_SCORES:
+        if scale_log2 == scale_log2:
+            m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k_dot.dtype)
+        else:
+            m_new, l_new = m_i, l_i
+            alpha = tl.full(m_i.shape, 1.0, tl.float32)
+            p = tl.zeros(s.shape, k_dot.dtype)
+    else:
+        m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k_dot.dtype)
     acc = acc * alpha[:, None]
     if DOT_FP32:
         acc = tl.dot(p, k_dot, acc, input_precision="ieee")
     else:
-        acc = tl.dot(p.to(k_dot.dtype), k_dot, acc)
-    return m_new, l_i, acc
+        acc = tl.dot(p, k_dot, acc)
+    return m_new, l_new, acc
 
 
 @triton.jit
@@ -224,12 +272,14 @@ def _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_F
 
 
 @triton.jit
-def _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR: tl.constexpr, DOT_FP32: tl.constexpr):
-    """One key tile folded in, heads-major or keys-major (same result)."""
+def _softmax_step(
+    q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT_SCORES: tl.constexpr
+):
+    """One key tile folded in: keys-major, or heads-major with or without the split score dot (same result)."""
     if KEYS_MAJOR:
         m_i, l_i, acc = _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
     else:
-        m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, DOT_FP32)
+        m_i, l_i, acc = _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
     return m_i, l_i, acc
 
 
@@ -292,6 +342,7 @@ def _sparse_mla_fwd_kernel(
     PREFETCH: tl.constexpr,
     KEYS_MAJOR: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    SPLIT_SCORES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Head blocks of one query are adjacent in the grid: they run together and
@@ -321,7 +372,7 @@ def _sparse_mla_fwd_kernel(
             next_k = tl.load(
                 kv_ptr + next_kid[:, None] * stride_kv_s + d[None, :], mask=next_live[:, None], other=0.0
             )
-            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
             k, live = next_k, next_live
             next_kid, next_live = after_kid, after_live
     else:
@@ -330,7 +381,7 @@ def _sparse_mla_fwd_kernel(
         for start in range(0, n_keys, BLOCK_N):
             kid, live = _kv_ids(idx_row, start, n_keys, s_kv, BLOCK_N)
             k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
-            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32)
+            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
 
     out, lse = _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK)
     tl.store(
@@ -441,6 +492,7 @@ def sparse_mla_fwd(
             HAS_SINK=attn_sink is not None,
             PREFETCH=cfg.prefetch,
             KEYS_MAJOR=cfg.keys_major,
+            SPLIT_SCORES=cfg.split_scores,
             DOT_FP32=dot_fp32,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,

@@ -12,7 +12,7 @@ from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
     DECODE_CONFIGS_WIDE_FEW,
     DEFAULT_NUM_SMS,
     NARROW_FEW_MAX_PROGRAMS,
-    WIDE_DEEP_PIPELINE_MAX_PROGRAMS,
+    WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS,
     decode_block_h,
     decode_configs,
     plan_splits,
@@ -113,7 +113,7 @@ def test_every_builtin_config_agrees(gen, device, h):
     kw["topk_length"][0] = 21
     ref = _reference(kw)
     block_h = 64 if h > 16 else 16
-    configs = DECODE_CONFIGS_WIDE_FEW if h > 16 else DECODE_CONFIGS_NARROW_FEW + DECODE_CONFIGS_NARROW_MANY
+    configs = DECODE_CONFIGS_WIDE if h > 16 else DECODE_CONFIGS_NARROW_FEW + DECODE_CONFIGS_NARROW_MANY
     for cfg in dict.fromkeys(configs):
         for splits in (1, 3):
             _check(sparse_mla_decode_paged(**kw, num_splits=splits, config=cfg, block_h=block_h), ref)
@@ -211,11 +211,11 @@ def test_decode_head_blocks_and_configs():
     assert [decode_block_h(64, rows=r) for r in (1, 2, 8)] == [16, 64, 64]
     assert [decode_block_h(h, rows=1) for h in (17, 64, 65, 128)] == [16, 16, 64, 64]
     assert decode_block_h(16, rows=10_000) == 16
-    # Wide lists by grid size too: the deep pipeline first for small grids.
-    assert decode_configs(64, 64, WIDE_DEEP_PIPELINE_MAX_PROGRAMS) == ("wide-few", DECODE_CONFIGS_WIDE_FEW)
-    assert decode_configs(64, 64, WIDE_DEEP_PIPELINE_MAX_PROGRAMS + 1) == ("wide", DECODE_CONFIGS_WIDE)
-    assert decode_configs(128, 64, WIDE_DEEP_PIPELINE_MAX_PROGRAMS // 2 + 1)[0] == "wide"
-    assert set(DECODE_CONFIGS_WIDE) <= set(DECODE_CONFIGS_WIDE_FEW)
+    # Wide lists by grid size too: the shallow pipeline first for small grids.
+    assert decode_configs(64, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS) == ("wide-few", DECODE_CONFIGS_WIDE_FEW)
+    assert decode_configs(64, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS + 1) == ("wide", DECODE_CONFIGS_WIDE)
+    assert decode_configs(128, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS // 2 + 1)[0] == "wide"
+    assert set(DECODE_CONFIGS_WIDE_FEW) <= set(DECODE_CONFIGS_WIDE)
     # Narrow lists by grid size: rows x head blocks.
     assert decode_configs(16, 16, NARROW_FEW_MAX_PROGRAMS)[0] == "narrow-few"
     assert decode_configs(16, 16, NARROW_FEW_MAX_PROGRAMS + 1)[0] == "narrow-many"

@@ -77,9 +77,10 @@ def test_plain_call_strided_q_and_int64_indices(gen, device):
     _check(got, _ref(q, kv, idx))
 
 
-def test_rows_without_valid_keys(gen, device):
+@pytest.mark.parametrize("h", [16, 64])  # 64: the split-score default
+def test_rows_without_valid_keys(gen, device, h):
     # FlashMLA's convention: out = 0, max_logits = -inf, lse = +inf.
-    s_q, h, topk, s_kv = 4, 16, 48, 100
+    s_q, topk, s_kv = 4, 48, 100
     q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
     idx[0] = -1  # all holes
     idx[1] = s_kv  # all past the end
@@ -150,11 +151,17 @@ def test_every_builtin_config_agrees(gen, device, h):
     # Plus keys-major tiles of both widths: 128 keys at 64 heads (213 KB of
     # shared memory; at 16 heads the same tile needs 278 KB, past an SM's 227).
     keys_major = KernelConfig(128, 8, 1, keys_major=True) if h > 32 else KernelConfig(64, 8, 2, keys_major=True)
-    extra = (KernelConfig(64, 4, 1, prefetch=True), keys_major)
+    # And the split score dot on the 16-head (mma.sync) kernel.
+    extra = (KernelConfig(64, 4, 1, prefetch=True), keys_major, KernelConfig(64, 4, 2, split_scores=True))
     for cfg in dict.fromkeys(configs + extra):
         got = sparse_mla_fwd(q.to(device), kv.to(device), idx.to(device), SCALE, topk_length=lengths.to(device),
                              config=cfg)
         _check(got, ref)
+
+
+def test_config_rejects_split_keys_major():
+    with pytest.raises(ValueError, match="split_scores"):
+        KernelConfig(64, 8, 2, keys_major=True, split_scores=True)
 
 
 def test_block_h_rule():
