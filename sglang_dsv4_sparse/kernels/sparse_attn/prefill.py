@@ -199,21 +199,22 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl
     ``m_i`` is in base-2 logit units.  ``live`` masks skipped keys (their rows
     were loaded as zeros, so their logits are forced to -inf here).
 
-    ``SPLIT_SCORES`` splits the score dot across the warpgroups.  Why: Triton
+    ``SPLIT_SCORES`` splits the score dot across the warpgroups. Why: Triton
     lays out a dot whose result reaches another dot (the scores feed P V) with
     all warps along M (``warpsPerCTA = [num_warps, 1]``), so at 64 heads and 8
     warps both warpgroups compute the same ``[64, BLOCK_N]`` score tile (1.5x
-    the tensor-core work of the pair of dots).  That rule follows the uses of
-    the scores; it stops at the ``yield`` of a branch, which has no results of
-    its own.  So the softmax runs inside a branch that is always taken:
-    ``scale_log2 == scale_log2`` holds for every finite scale (the wrappers
-    reject others) and cannot be folded, since a NaN would fail it.  The score
-    dot then splits its keys across the warpgroups (``warpsPerCTA = [4, 2]``),
-    and P's halves meet in shared memory for the P V dot, as FlashMLA does by
-    hand.  The skipped-key mask stays outside the branch: Triton 3.6's
-    pipeliner fails on a pipelined load (``live``) used inside it.  Measured on
-    an H200 (BENCHMARKS.md): prefill at 64 heads 2.82 -> 2.42 ms, decode b 128
-    h 64 77 -> 54 us.
+    the tensor-core work of the pair of dots). That rule follows the uses of the
+    scores; it stops at the ``yield`` of a branch, which has no results of its
+    own. So the softmax runs inside a branch that is always taken:
+    ``scale_log2 == scale_log2`` holds for every finite scale (the wrappers reject others)
+    and cannot be folded, since a NaN would fail it (were a Triton version to
+    fold it anyway, only the layout would change, not the result). The score dot
+    then splits its keys across the warpgroups (``warpsPerCTA = [4, 2]``), and
+    P's halves meet in shared memory for the P V dot, as FlashMLA does by hand.
+    The skipped-key mask stays outside the branch: Triton 3.6's pipeliner fails
+    on a pipelined load (``live``) used inside it. Measured on an H200
+    (BENCHMARKS.md): prefill at 64 heads 2.82 -> 2.42 ms, decode b 128 h 64 77
+    -> 54 us.
     """
     if DOT_FP32:
         k_dot = k.to(tl.float32)
