@@ -179,6 +179,17 @@ def _row_length(len_ptr, index, limit, HAS_LEN: tl.constexpr):
 
 
 @triton.jit
+def _mma(a, b, acc, DOT_FP32: tl.constexpr):
+    """``a @ b + acc`` (``acc`` None: ``a @ b``); operands already fp32 and the
+    product exact under the interpreter (see ``_load_q_block``)."""
+    if DOT_FP32:
+        out = tl.dot(a, b, acc, input_precision="ieee")
+    else:
+        out = tl.dot(a, b, acc)
+    return out
+
+
+@triton.jit
 def _softmax_update(s, m_i, l_i, p_dtype: tl.constexpr):
     """New running max and sum of each head after scores ``s`` (base 2), the
     factor ``alpha`` that rescales the old accumulator, and ``p`` for P V."""
@@ -217,26 +228,19 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl
     -> 54 us.
     """
     if DOT_FP32:
-        k_dot = k.to(tl.float32)
-        s = tl.dot(q, tl.trans(k_dot), input_precision="ieee")
-    else:
-        k_dot = k
-        s = tl.dot(q, tl.trans(k_dot))
+        k = k.to(tl.float32)
+    s = _mma(q, tl.trans(k), None, DOT_FP32)
     s = tl.where(live[None, :], s * scale_log2, float("-inf"))
     if SPLIT_SCORES:
         if scale_log2 == scale_log2:
-            m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k_dot.dtype)
+            m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k.dtype)
         else:
             m_new, l_new = m_i, l_i
             alpha = tl.full(m_i.shape, 1.0, tl.float32)
-            p = tl.zeros(s.shape, k_dot.dtype)
+            p = tl.zeros(s.shape, k.dtype)
     else:
-        m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k_dot.dtype)
-    acc = acc * alpha[:, None]
-    if DOT_FP32:
-        acc = tl.dot(p, k_dot, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(p, k_dot, acc)
+        m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k.dtype)
+    acc = _mma(p, k, acc * alpha[:, None], DOT_FP32)
     return m_new, l_new, acc
 
 
@@ -253,11 +257,8 @@ def _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_F
     memory for a pipelined gather.
     """
     if DOT_FP32:
-        k_dot = k.to(tl.float32)
-        st = tl.dot(k_dot, tl.trans(q), input_precision="ieee")
-    else:
-        k_dot = k
-        st = tl.dot(k_dot, tl.trans(q))
+        k = k.to(tl.float32)
+    st = _mma(k, tl.trans(q), None, DOT_FP32)
     st = tl.where(live[:, None], st * scale_log2, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(st, 0))
     m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -265,10 +266,7 @@ def _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_F
     pt = tl.exp2(st - m_ref[None, :])
     l_i = l_i * alpha + tl.sum(pt, 0)
     acc = acc * alpha[:, None]
-    if DOT_FP32:
-        acc = tl.dot(tl.trans(pt), k_dot, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(tl.trans(pt.to(k_dot.dtype)), k_dot, acc)
+    acc = _mma(tl.trans(pt.to(k.dtype)), k, acc, DOT_FP32)
     return m_new, l_i, acc
 
 
