@@ -15,6 +15,9 @@ plus C4 512 (page 64) at h 64, and SWA 128 + C4 1024 at h 128, for b in
 
 Prefill: s_q in {8192, 32768}, h in {16, 64, 128}, topk 640 over a 32768-row
 bf16 buffer (32 MB, like the flat workspace of an 8k chunk at 128k context).
+  * ``row-floor`` (once per s_q): ``xor_gathered_rows`` reads the same kind of
+    rows (random ids) and only XORs them: the row traffic's own time, a floor
+    under every prefill row of that s_q.
   * ``triton``: ``sparse_mla_fwd`` at the native head count.
   * ``flashmla``: ``flash_mla_sparse_fwd``; at h 16 its q is padded to 64 heads
     beforehand (the padding copy is not timed), as SGLang must on SM90.
@@ -67,6 +70,7 @@ from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
     sparse_mla_decode_staged,
     sparse_mla_fwd,
 )
+from sglang_dsv4_sparse.kernels.row_gather_floor import xor_gathered_rows  # noqa: E402
 from sglang_dsv4_sparse.kernels.sparse_attn import decode_paged as _decode_mod  # noqa: E402
 from sglang_dsv4_sparse.kernels.sparse_attn import prefill as _prefill_mod  # noqa: E402
 
@@ -240,7 +244,8 @@ def _summary_lines() -> list[str]:
         if "*" in impls:  # a whole half failed
             lines.append(f"{kind:8} ERROR {impls['*'].get('error', '')}")
             continue
-        ours, fm = impls.get("triton"), impls.get("flashmla")
+        # The row floor has no attention of its own: it fills the Triton column.
+        ours, fm = impls.get("triton", impls.get("row-floor")), impls.get("flashmla")
         ratio = tflops = tbps = launches = temp = "-"
         note = ""
         if ours is not None and "ms" in ours:
@@ -403,8 +408,12 @@ def _split_note(b, h, keys, device):
             f"{splits} split{'s' if splits > 1 else ''}")
 
 
+def _prefill_ids(s_q, gen):
+    return torch.randint(0, PREFILL_KV_ROWS, (s_q, 1, PREFILL_TOPK), device=DEV, generator=gen).to(torch.int32)
+
+
 def _prefill_inputs(s_q, h, gen):
-    idx = torch.randint(0, PREFILL_KV_ROWS, (s_q, 1, PREFILL_TOPK), device=DEV, generator=gen).to(torch.int32)
+    idx = _prefill_ids(s_q, gen)
     q = torch.randn(s_q, h, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
     sink = torch.randn(h, device=DEV, generator=gen)
     return q, idx, sink
@@ -423,6 +432,12 @@ def bench_prefill(args, flash_mla, fm_note, gen):
         fp8 = L.new_cache(pages, L.C4_PAGE_SIZE, device=DEV)
         L.quantize_into_paged_cache(fp8, torch.arange(PREFILL_KV_ROWS, device=DEV), kv_all, L.C4_PAGE_SIZE)
         kv = kv_all.view(PREFILL_KV_ROWS, 1, L.HEAD_DIM)
+        # The rows alone: what gathering them costs with no attention math.
+        idx = _prefill_ids(s_q, gen)
+        _add("prefill", f"s_q{s_q} topk{PREFILL_TOPK} rows only", "row-floor",
+             _measure(lambda: xor_gathered_rows(kv, idx), args.rep_ms), 0, s_q * PREFILL_TOPK * BF16_KEY_BYTES,
+             "XOR of the gathered bf16 rows: a floor under any kernel's row traffic")
+        del idx
         for h in heads:
             shape = f"s_q{s_q} h{h} topk{PREFILL_TOPK}"
             flops = 4 * h * PREFILL_TOPK * L.HEAD_DIM * s_q

@@ -278,3 +278,14 @@ def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, p
         return torch.zeros((0, 2 * L.HEAD_DIM), dtype=torch.uint8)
     return torch.stack(rows)
 
+
+def xor_gathered_rows_reference(kv: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_floor.xor_gathered_rows`."""
+    s_kv = kv.shape[0]
+    words = kv.reshape(s_kv, -1).view(torch.int64)
+    out = torch.zeros((indices.shape[0], words.shape[1]), dtype=torch.int64)
+    for query, ids in enumerate(indices[:, 0, :].long().tolist()):
+        for t in ids:
+            if 0 <= t < s_kv:
+                out[query] ^= words[t]
+    return out

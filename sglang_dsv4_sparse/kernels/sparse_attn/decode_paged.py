@@ -34,7 +34,9 @@ Design:
   the keys-major score dot.
 * Gathers are issued ahead of their use: in the ``prefetch`` configs by the
   kernel itself into registers (ids two blocks ahead, row bytes one block
-  ahead), otherwise by Triton's pipeliner.
+  ahead), in the pipelined ones by Triton's pipeliner.  Grids split into
+  programs of 1-3 blocks are not pipelined: there the copies and waits cost
+  more than they hide (``decode_configs``).
 * Split-KV rule, from shapes only (so a CUDA graph can capture it): when
   ``rows * head_blocks`` fills less than half of the SMs' program slots, the
   key blocks of a row (primary then extra, in order) are cut into up to
@@ -90,9 +92,9 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
 # Tried in order (see prefill.launch_with_fallback); a config whose shared
 # memory exceeds the GPU's is skipped.  BLOCK_H 64 (wgmma): 8 warps for the
-# [64, 512] fp32 accumulator, 64-key tiles through Triton's pipeliner (32-key
-# tiles and hand-pipelined loops measured slower: b 128 h 128 301 and 420 us
-# against 249), and the score dot split across the two warpgroups
+# [64, 512] fp32 accumulator, 64-key tiles (32-key tiles and hand-pipelined
+# loops measured slower: b 128 h 128 301 and 420 us against 249), and the
+# score dot split across the two warpgroups
 # (prefill._online_softmax_step).  Measured on an H200 (graph
 # replays, BENCHMARKS.md), split against unsplit: b 128 h 64 53.5 against
 # 77.3 us, b 64 / 128 h 128 90.5 / 178 against 126 / 247.
@@ -100,13 +102,16 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 # stages the pipeliner (Triton's sm_90 TTGIR shows) keeps one row buffer and
 # waits for every copy at the top of each block; at 5 it keeps two (227 KB of
 # shared memory) and leaves the next gather in flight.  Grids above
-# WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS walk many blocks per program and take 5
-# stages (b 32 / 64 / 128 h 64: 26.4 / 38.3 / 53.5 us against 26.5 / 42.0 /
-# 59.7 with 3; b 32 / 64 h 128: 55.3 / 90.5 against 60.8 / 98.2); smaller
-# ones are split into programs of 1-2 blocks, where 3 stages start sooner
-# (b 8 / 16 h 64: 16.7 / 19.8 us against 17.5 / 20.7; b 1 / 4 / 8 h 128: 17.5
-# / 20.5 / 25.4 against 18.2 / 21.5 / 26.0).
+# WIDE_UNPIPELINED_MAX_PROGRAMS walk many blocks per program and take 5
+# stages (b 64 h 64: 38.3 us against 42.0 with 3; b 64 h 128: 90.5 against
+# 98.2).  Smaller grids are split into programs of 1-3 blocks, where the
+# pipeline's copies and waits cost more than they hide: no pipelining, rows
+# loaded straight into registers (b 1 / 2 / 4 / 8 h 128: 16.2 / 16.9 / 19.2 /
+# 23.7 us against 17.4 / 17.9 / 20.6 / 25.4 with 3 stages; b 2 / 4 / 8 / 16
+# / 32 h 64: 14.2 / 14.4 / 15.4 / 18.4 / 25.5 against 15.6 / 15.7 / 16.8 /
+# 20.1 / 26.2 with 3 or 5; b 16 h 128 34.8 either way).
 DECODE_CONFIGS_WIDE_FEW = (
+    KernelConfig(64, 8, 1, split_scores=True),
     KernelConfig(64, 8, 3, split_scores=True),
     KernelConfig(64, 8, 3),
     KernelConfig(32, 8, 3),
@@ -115,7 +120,7 @@ DECODE_CONFIGS_WIDE_FEW = (
     KernelConfig(16, 8, 3),
 )
 DECODE_CONFIGS_WIDE = (KernelConfig(64, 8, 5, split_scores=True),) + DECODE_CONFIGS_WIDE_FEW
-WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS = 16
+WIDE_UNPIPELINED_MAX_PROGRAMS = 32
 
 # BLOCK_H 16, by grid size.  Measured (H200, graph replays, BENCHMARKS.md
 # "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head blocks,
@@ -221,7 +226,7 @@ def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[Kernel
     """The launch configurations to try, in order, and the name of that list."""
     programs = rows * triton.cdiv(h_q, block_h)  # before splits
     if block_h == MAX_BLOCK_H:
-        if programs <= WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS:
+        if programs <= WIDE_UNPIPELINED_MAX_PROGRAMS:
             return "wide-few", DECODE_CONFIGS_WIDE_FEW
         return "wide", DECODE_CONFIGS_WIDE
     if programs <= NARROW_FEW_MAX_PROGRAMS:

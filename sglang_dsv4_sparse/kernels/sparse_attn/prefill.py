@@ -120,8 +120,10 @@ PREFILL_CONFIGS_NARROW = (
     KernelConfig(16, 4, 1),
 )
 # BLOCK_H 16 puts the keys-major score dot first.  Measured at h 16, s_q 8192,
-# top-k 640 on an H200 (BENCHMARKS.md): 1.18 ms against 1.27-1.33 for the
-# heads-major n64w4s2 (n32w4s3: 1.49).  At BLOCK_H 32 (not measured) the
+# top-k 640 on an H200 (BENCHMARKS.md, with the ids loaded a block ahead):
+# 1.12 ms against 1.14 for the heads-major n64w4s2, 1.29 / 1.49 for n32w4s2 /
+# n32w4s3; more stages or warps keep one program an SM and were slower
+# (n64w4s3k 1.53, n64w8s2k 1.77).  At BLOCK_H 32 (not measured) the
 # keys-major tile spills more (920 bytes of stack in the sm_90 compile), so
 # that width keeps the heads-major list.
 PREFILL_CONFIGS_H16 = (KernelConfig(64, 4, 2, keys_major=True),) + PREFILL_CONFIGS_NARROW
@@ -376,11 +378,17 @@ def _sparse_mla_fwd_kernel(
             next_kid, next_live = after_kid, after_live
     else:
         # Triton's pipeliner (num_stages >= 2) turns the gather into
-        # asynchronous copies into shared memory, one step ahead.
+        # asynchronous copies into shared memory, one step ahead.  The ids
+        # are loaded a block ahead by hand: in the sm_90 TTGIR the pipeliner
+        # issues the next block's ids load and row copies after the current
+        # block's dots, so the copies waited for the ids as well (h 16, s_q
+        # 8192 on an H200: 1.12 ms against 1.17; h 64: 2.37 against 2.40).
+        kid, live = _kv_ids(idx_row, 0, n_keys, s_kv, BLOCK_N)
         for start in range(0, n_keys, BLOCK_N):
-            kid, live = _kv_ids(idx_row, start, n_keys, s_kv, BLOCK_N)
+            next_kid, next_live = _kv_ids(idx_row, start + BLOCK_N, n_keys, s_kv, BLOCK_N)
             k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
             m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
+            kid, live = next_kid, next_live
 
     out, lse = _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK)
     tl.store(

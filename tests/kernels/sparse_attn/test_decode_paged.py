@@ -12,7 +12,7 @@ from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
     DECODE_CONFIGS_WIDE_FEW,
     DEFAULT_NUM_SMS,
     NARROW_FEW_MAX_PROGRAMS,
-    WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS,
+    WIDE_UNPIPELINED_MAX_PROGRAMS,
     decode_block_h,
     decode_configs,
     plan_splits,
@@ -211,10 +211,10 @@ def test_decode_head_blocks_and_configs():
     assert [decode_block_h(64, rows=r) for r in (1, 2, 8)] == [16, 64, 64]
     assert [decode_block_h(h, rows=1) for h in (17, 64, 65, 128)] == [16, 16, 64, 64]
     assert decode_block_h(16, rows=10_000) == 16
-    # Wide lists by grid size too: the shallow pipeline first for small grids.
-    assert decode_configs(64, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS) == ("wide-few", DECODE_CONFIGS_WIDE_FEW)
-    assert decode_configs(64, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS + 1) == ("wide", DECODE_CONFIGS_WIDE)
-    assert decode_configs(128, 64, WIDE_SHALLOW_PIPELINE_MAX_PROGRAMS // 2 + 1)[0] == "wide"
+    # Wide lists by grid size too: the unpipelined split config first for small grids.
+    assert decode_configs(64, 64, WIDE_UNPIPELINED_MAX_PROGRAMS) == ("wide-few", DECODE_CONFIGS_WIDE_FEW)
+    assert decode_configs(64, 64, WIDE_UNPIPELINED_MAX_PROGRAMS + 1) == ("wide", DECODE_CONFIGS_WIDE)
+    assert decode_configs(128, 64, WIDE_UNPIPELINED_MAX_PROGRAMS // 2 + 1)[0] == "wide"
     assert set(DECODE_CONFIGS_WIDE_FEW) <= set(DECODE_CONFIGS_WIDE)
     # Narrow lists by grid size: rows x head blocks.
     assert decode_configs(16, 16, NARROW_FEW_MAX_PROGRAMS)[0] == "narrow-few"

@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.row_gather_floor import ROW_FLOOR_BLOCK_N, ROW_WORDS, xor_gathered_rows
+from sglang_dsv4_sparse.reference import xor_gathered_rows_reference
+
+
+def test_folds_the_rows_each_query_names(gen, device):
+    s_kv, s_q = 40, 3
+    kv = torch.randn(s_kv, 1, L.HEAD_DIM, generator=gen).to(torch.bfloat16)
+    # A ragged last step, -1 holes, ids past the buffer (skipped) and repeats.
+    topk = ROW_FLOOR_BLOCK_N + 13
+    for dtype in (torch.int32, torch.int64):
+        idx = torch.randint(0, s_kv, (s_q, 1, topk), generator=gen).to(dtype)
+        idx[0, 0, :5] = -1
+        idx[1, 0, 7] = s_kv
+        idx[2, 0, 3] = idx[2, 0, 4]
+        got = xor_gathered_rows(kv.to(device), idx.to(device)).cpu()
+        want = xor_gathered_rows_reference(kv, idx)
+        assert torch.equal(got, want)
+        assert want.ne(0).any()
+
+
+def test_empty_batches_and_all_holes(gen, device):
+    kv = torch.randn(8, 1, L.HEAD_DIM, generator=gen).to(torch.bfloat16).to(device)
+    empty = torch.zeros((0, 1, 5), dtype=torch.int32, device=device)
+    assert xor_gathered_rows(kv, empty).shape == (0, ROW_WORDS)
+    holes = torch.full((2, 1, 5), -1, dtype=torch.int32, device=device)
+    assert xor_gathered_rows(kv, holes).eq(0).all()
+    # An empty buffer: every id is past it, so every query folds nothing.
+    ids = torch.zeros((2, 1, 3), dtype=torch.int32, device=device)
+    assert xor_gathered_rows(kv[:0], ids).eq(0).all()
+
+
+def test_rejects_bad_arguments(device):
+    kv = torch.zeros(4, 1, L.HEAD_DIM, dtype=torch.bfloat16, device=device)
+    idx = torch.zeros(2, 1, 3, dtype=torch.int32, device=device)
+    with pytest.raises(TypeError, match="kv"):
+        xor_gathered_rows(kv.float(), idx)
+    with pytest.raises(ValueError, match="kv"):
+        xor_gathered_rows(kv[:, :, :256], idx)
+    with pytest.raises(ValueError, match="indices"):
+        xor_gathered_rows(kv, idx.view(2, 3, 1))
+    with pytest.raises(TypeError, match="indices"):
+        xor_gathered_rows(kv, idx.float())
