@@ -5,6 +5,8 @@ from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.row_gather_floor import ROW_FLOOR_BLOCK_N, ROW_WORDS, xor_gathered_rows
 from sglang_dsv4_sparse.reference import xor_gathered_rows_reference
 
+ON_GPU = torch.cuda.is_available()
+
 
 def test_folds_the_rows_each_query_names(gen, device):
     s_kv, s_q = 40, 3
@@ -31,6 +33,24 @@ def test_empty_batches_and_all_holes(gen, device):
     # An empty buffer: every id is past it, so every query folds nothing.
     ids = torch.zeros((2, 1, 3), dtype=torch.int32, device=device)
     assert xor_gathered_rows(kv[:0], ids).eq(0).all()
+
+
+def test_rows_past_2_31_bytes(gen, device):
+    # Row byte offsets that need more than 31 bits (32 on the GPU); only the named rows are written.
+    row_bytes = 2 * L.HEAD_DIM
+    limit = 2**32 + 2**28 if ON_GPU else 2**31 + 2**20
+    s_kv = limit // row_bytes + 64
+    kv = torch.empty(s_kv, 1, L.HEAD_DIM, dtype=torch.bfloat16, device=device)
+    first = (limit - 2**20) // row_bytes
+    ids = first + torch.randperm(s_kv - first, generator=gen)[:2 * 40]
+    kv[ids.to(device)] = torch.randn(ids.numel(), 1, L.HEAD_DIM, generator=gen).to(torch.bfloat16).to(device)
+    assert int(ids.min()) * row_bytes > 2**31
+    idx = ids.view(2, 1, 40).to(torch.int32)
+    got = xor_gathered_rows(kv, idx.to(device)).cpu()
+    # The reference folds the same rows out of a small buffer, re-indexed.
+    local = torch.arange(ids.numel()).view(2, 1, 40)
+    assert torch.equal(got, xor_gathered_rows_reference(kv[ids.to(device)].cpu(), local))
+    del kv
 
 
 def test_rejects_bad_arguments(device):
