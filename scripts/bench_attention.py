@@ -13,11 +13,15 @@ plus C4 512 (page 64) at h 64, and SWA 128 + C4 1024 at h 128, for b in
   * ``staged``: dequantize every named row into a bf16 workspace, then
     ``sparse_mla_fwd``.
 
-Prefill: s_q in {8192, 32768}, h in {16, 64, 128}, topk 640 over a 32768-row
-bf16 buffer (32 MB, like the flat workspace of an 8k chunk at 128k context).
-  * ``row-floor`` (once per s_q): ``xor_gathered_rows`` reads the same kind of
-    rows (random ids) and only XORs them: the row traffic's own time, a floor
-    under every prefill row of that s_q.
+Prefill: h in {16, 64, 128}, topk 640, random rows of a bf16 buffer, at
+(s_q, rows) = (8192, 32768), (8192, 262144) and (32768, 262144).  The 32 MB
+buffer is L2-resident (the range of FlashMLA's own prefill benchmark, 8k-64k
+rows, and the flat workspace of an 8k chunk at 128k context); the 256 MB one
+is five times the L2 (a workspace at 1M context), where the rows come from
+HBM, as the measuring rule for caches asks.
+  * ``row-floor`` (once per case): ``xor_gathered_rows`` reads the same kind
+    of rows (random ids) and only XORs them: the row traffic's own time, a
+    floor under every prefill row of that case.
   * ``triton``: ``sparse_mla_fwd`` at the native head count.
   * ``flashmla``: ``flash_mla_sparse_fwd``; at h 16 its q is padded to 64 heads
     beforehand (the padding copy is not timed), as SGLang must on SM90.
@@ -79,15 +83,20 @@ FP8_KEY_BYTES = L.TOKEN_BYTES
 BF16_KEY_BYTES = L.HEAD_DIM * 2
 SWA_CACHE_BYTES = 9_600_000
 C4_CACHE_BYTES = 153_000_000
-PREFILL_KV_ROWS = 32768
 PREFILL_TOPK = 640
+# (s_q, kv rows): an L2-resident buffer (32 MB) and one five times the L2.
+PREFILL_CASES = ((8192, 32768), (8192, 262144), (32768, 262144))
+PREFILL_CASES_QUICK = ((8192, 32768), (8192, 262144))
+# The --sweep runs over the large buffer: configs are chosen where rows come from HBM.
+PREFILL_SWEEP_KV_ROWS = 262144
 
 ROWS: list[dict] = []
 DEV = "cpu" if DRY_RUN else "cuda"
 if DRY_RUN:  # tiny shapes: exercises the script's logic on the CPU, timings meaningless
     SWA_CACHE_BYTES = 4 * L.page_bytes(L.SWA_PAGE_SIZE)
     C4_CACHE_BYTES = 40 * L.page_bytes(L.C4_PAGE_SIZE)
-    PREFILL_KV_ROWS = 2048
+    PREFILL_CASES = PREFILL_CASES_QUICK = ((2, 2048),)
+    PREFILL_SWEEP_KV_ROWS = 2048
 
 
 # ----------------------------------------------------------------- utilities
@@ -408,41 +417,40 @@ def _split_note(b, h, keys, device):
             f"{splits} split{'s' if splits > 1 else ''}")
 
 
-def _prefill_ids(s_q, gen):
-    return torch.randint(0, PREFILL_KV_ROWS, (s_q, 1, PREFILL_TOPK), device=DEV, generator=gen).to(torch.int32)
+def _prefill_ids(s_q, kv_rows, gen):
+    return torch.randint(0, kv_rows, (s_q, 1, PREFILL_TOPK), device=DEV, generator=gen).to(torch.int32)
 
 
-def _prefill_inputs(s_q, h, gen):
-    idx = _prefill_ids(s_q, gen)
+def _prefill_inputs(s_q, kv_rows, h, gen):
+    idx = _prefill_ids(s_q, kv_rows, gen)
     q = torch.randn(s_q, h, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
     sink = torch.randn(h, device=DEV, generator=gen)
     return q, idx, sink
 
 
 def bench_prefill(args, flash_mla, fm_note, gen):
-    seqs = [8192] if args.quick else [8192, 32768]
-    heads = [16, 64] if args.quick else [16, 64, 128]
-    if DRY_RUN:
-        seqs, heads = [2], [16, 64]
+    cases = PREFILL_CASES_QUICK if args.quick else PREFILL_CASES
+    heads = [16, 64] if args.quick or DRY_RUN else [16, 64, 128]
     legacy = not DRY_RUN and _sm_major() == 9
-    for s_q in seqs:
+    for s_q, kv_rows in cases:
+        kv_label = f"kv{kv_rows // 1024}k"
         # One fp8 cache (page 64) holding the same rows as the bf16 buffer.
-        kv_all = torch.randn(PREFILL_KV_ROWS, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
-        pages = PREFILL_KV_ROWS // L.C4_PAGE_SIZE
+        kv_all = torch.randn(kv_rows, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
+        pages = kv_rows // L.C4_PAGE_SIZE
         fp8 = L.new_cache(pages, L.C4_PAGE_SIZE, device=DEV)
-        L.quantize_into_paged_cache(fp8, torch.arange(PREFILL_KV_ROWS, device=DEV), kv_all, L.C4_PAGE_SIZE)
-        kv = kv_all.view(PREFILL_KV_ROWS, 1, L.HEAD_DIM)
+        L.quantize_into_paged_cache(fp8, torch.arange(kv_rows, device=DEV), kv_all, L.C4_PAGE_SIZE)
+        kv = kv_all.view(kv_rows, 1, L.HEAD_DIM)
         # The rows alone: what gathering them costs with no attention math.
-        idx = _prefill_ids(s_q, gen)
-        _add("prefill", f"s_q{s_q} topk{PREFILL_TOPK} rows only", "row-floor",
+        idx = _prefill_ids(s_q, kv_rows, gen)
+        _add("prefill", f"s_q{s_q} {kv_label} rows only", "row-floor",
              _measure(lambda: xor_gathered_rows(kv, idx), args.rep_ms), 0, s_q * PREFILL_TOPK * BF16_KEY_BYTES,
              "XOR of the gathered bf16 rows: a floor under any kernel's row traffic")
         del idx
         for h in heads:
-            shape = f"s_q{s_q} h{h} topk{PREFILL_TOPK}"
+            shape = f"s_q{s_q} {kv_label} h{h}"
             flops = 4 * h * PREFILL_TOPK * L.HEAD_DIM * s_q
             try:
-                q, idx, sink = _prefill_inputs(s_q, h, gen)
+                q, idx, sink = _prefill_inputs(s_q, kv_rows, h, gen)
             except Exception as err:  # noqa: BLE001
                 _add("prefill", shape, "inputs", {"error": _short(err)}, 0, 0)
                 continue
@@ -594,13 +602,13 @@ def run_sweep(args, gen):
                   KernelConfig(64, 4, 2), KernelConfig(16, 4, 3), KernelConfig(32, 8, 3),
                   KernelConfig(16, 4, 1, prefetch=True), KernelConfig(32, 8, 1, prefetch=True))
     for h in () if args.only == "decode" else ((16, 64) if DRY_RUN else (16, 64, 128)):
-        q, idx, sink = _prefill_inputs(pre_s_q, h, gen)
-        kv = torch.randn(PREFILL_KV_ROWS, 1, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
+        q, idx, sink = _prefill_inputs(pre_s_q, PREFILL_SWEEP_KV_ROWS, h, gen)
+        kv = torch.randn(PREFILL_SWEEP_KV_ROWS, 1, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
         configs = _prefill_mod.PREFILL_CONFIGS_WIDE if h > 32 else _prefill_mod.PREFILL_CONFIGS_H16
         for cfg in tuple(configs) + tuple(c for c in extra_cfgs if c not in configs):
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink, config=cfg), args.rep_ms,
                             count_launches=False)
-            _add("sweep-pre", f"s_q{pre_s_q} h{h} topk{PREFILL_TOPK}", str(cfg), meas,
+            _add("sweep-pre", f"s_q{pre_s_q} kv{PREFILL_SWEEP_KV_ROWS // 1024}k h{h}", str(cfg), meas,
                  4 * h * PREFILL_TOPK * L.HEAD_DIM * pre_s_q, pre_s_q * PREFILL_TOPK * BF16_KEY_BYTES)
         del q, kv, idx, sink
         _empty_cache()

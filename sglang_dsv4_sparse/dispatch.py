@@ -11,11 +11,12 @@ DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
 * decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
   heads at b 1 / 8 / 32 / 64 / 256 / 512 (0.60-0.84x its time) and is 6%
   slower at b 128 (third session's runs);
-* prefill with 16 heads: Triton at the native count is 6-14% faster (s_q 8192
-  / 32768);
+* prefill with 16 heads: Triton at the native count takes 0.82-0.85x
+  FlashMLA's time (s_q 8192 / 32768, rows from an L2-resident 32 MB buffer
+  or a 256 MB one; fifth session's run);
 * 64 and 128 heads: FlashMLA is faster for most shapes (decode up to 1.7x,
-  prefill 1.6-1.9x); Triton's wins (decode b 1 and b 64 at 64 heads, 0.89x)
-  are too scattered to route on.
+  prefill 1.5-1.9x); Triton's wins (decode b 1 and b 64 at 64 heads,
+  0.88-0.93x) are too scattered to route on.
 
 So ``auto`` sends prefill and decode of at most 16 heads to Triton, and
 everything else that FlashMLA can run to FlashMLA, padding heads with zeros
