@@ -113,18 +113,17 @@ def decode_uses_flashmla(device: torch.device, num_heads: int) -> bool:
     return use_flashmla(device, num_heads) and not native_decode_wins(num_heads)
 
 
-def heads_to_run(real_heads: int, available_heads: int, device: torch.device, decode_rows: Optional[int] = None) -> int:
+def heads_to_run(real_heads: int, available_heads: int, device: torch.device, paged_decode: bool = False) -> int:
     """How many of a (possibly zero-padded) query's heads to hand the kernels.
 
     SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
     query goes as it is (no copy), and the Triton kernels get the real heads only.
-    ``decode_rows`` marks a paged decode of that many rows; None, a sparse
-    prefill.  The choice depends on shapes only, so it is the same at CUDA-graph
-    capture and replay.
+    ``paged_decode`` marks a paged decode; otherwise a sparse prefill.  The
+    choice depends on head counts only, so it is the same at CUDA-graph capture
+    and replay.
     """
-    if decode_rows is not None and native_decode_wins(real_heads):
-        return real_heads
-    if decode_rows is None and native_prefill_wins(real_heads):
+    native_wins = native_decode_wins if paged_decode else native_prefill_wins
+    if native_wins(real_heads):
         return real_heads
     if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
         return available_heads

@@ -500,8 +500,7 @@ class _SparseBackendMixin:
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels the real heads only (dispatch.heads_to_run).
-        decode_rows = None if step.route == ROUTE_SPARSE_PREFILL else step.num_tokens
-        heads = self._kernel_heads(layer, q, decode_rows)
+        heads = self._kernel_heads(layer, q, paged_decode=step.route != ROUTE_SPARSE_PREFILL)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
         if step.route == ROUTE_SPARSE_PREFILL:
@@ -516,11 +515,11 @@ class _SparseBackendMixin:
         full[:, heads:].zero_()
         return full
 
-    def _kernel_heads(self, layer, q: torch.Tensor, decode_rows=None) -> int:
+    def _kernel_heads(self, layer, q: torch.Tensor, paged_decode: bool = False) -> int:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
         if real >= q.shape[1]:
             return q.shape[1]
-        return dispatch.heads_to_run(real, q.shape[1], q.device, decode_rows)
+        return dispatch.heads_to_run(real, q.shape[1], q.device, paged_decode)
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:

@@ -45,9 +45,9 @@ def test_few_head_calls_go_to_triton(monkeypatch):
     assert not dispatch.decode_uses_flashmla(dev, 16)
     assert dispatch.decode_uses_flashmla(dev, 17)
     assert dispatch.decode_uses_flashmla(dev, 64)
-    assert dispatch.heads_to_run(16, 64, dev, decode_rows=8) == 16
-    assert dispatch.heads_to_run(16, 64, dev, decode_rows=4096) == 16
-    assert dispatch.heads_to_run(17, 64, dev, decode_rows=8) == 64
+    # Any number of rows: the choice takes no row count.
+    assert dispatch.heads_to_run(16, 64, dev, paged_decode=True) == 16
+    assert dispatch.heads_to_run(17, 64, dev, paged_decode=True) == 64
     # Prefill of <= 16 heads too goes to Triton at the native count; more heads to FlashMLA.
     assert dispatch.heads_to_run(16, 64, dev) == 16
     assert dispatch.heads_to_run(32, 64, dev) == 64
