@@ -417,6 +417,10 @@ def _split_note(b, h, keys, device):
             f"{splits} split{'s' if splits > 1 else ''}")
 
 
+def _kv_label(kv_rows):
+    return f"kv{kv_rows // 1024}k"
+
+
 def _prefill_ids(s_q, kv_rows, gen):
     return torch.randint(0, kv_rows, (s_q, 1, PREFILL_TOPK), device=DEV, generator=gen).to(torch.int32)
 
@@ -433,7 +437,7 @@ def bench_prefill(args, flash_mla, fm_note, gen):
     heads = [16, 64] if args.quick or DRY_RUN else [16, 64, 128]
     legacy = not DRY_RUN and _sm_major() == 9
     for s_q, kv_rows in cases:
-        kv_label = f"kv{kv_rows // 1024}k"
+        kv_label = _kv_label(kv_rows)
         # One fp8 cache (page 64) holding the same rows as the bf16 buffer.
         kv_all = torch.randn(kv_rows, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
         pages = kv_rows // L.C4_PAGE_SIZE
@@ -608,7 +612,7 @@ def run_sweep(args, gen):
         for cfg in tuple(configs) + tuple(c for c in extra_cfgs if c not in configs):
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink, config=cfg), args.rep_ms,
                             count_launches=False)
-            _add("sweep-pre", f"s_q{pre_s_q} kv{PREFILL_SWEEP_KV_ROWS // 1024}k h{h}", str(cfg), meas,
+            _add("sweep-pre", f"s_q{pre_s_q} {_kv_label(PREFILL_SWEEP_KV_ROWS)} h{h}", str(cfg), meas,
                  4 * h * PREFILL_TOPK * L.HEAD_DIM * pre_s_q, pre_s_q * PREFILL_TOPK * BF16_KEY_BYTES)
         del q, kv, idx, sink
         _empty_cache()
