@@ -12,8 +12,10 @@ C4 indexer, the SWA cache writes) and replaces only the attention itself:
   layer's SWA rows exactly as the parent does (``store_cache`` when
   ``save_kv_cache``), then runs ``prefill_layer`` or ``decode_layer``.
 
-Every case this backend does not handle goes to the parent unchanged; the
-decision and its reason live in one method, :meth:`fallback_reason`.
+Every case this backend does not handle goes to the parent unchanged, with
+its reason logged once: per step (:meth:`step_fallback_reason`, at metadata
+time) and per layer (:meth:`layer_fallback_reason`, which also checks that
+the SGLang buffers the layer reads exist).
 
 Where the inputs come from (SGLang 0.5.23):
 
@@ -31,13 +33,13 @@ Where the inputs come from (SGLang 0.5.23):
   request is ``page_table[r, j // P] * P + j % P`` with ``P = 256 // ratio``:
   the core's ``compressed_page_tables[4]`` and ``[128]`` are both the page
   table, one row per request.
-* The C4 top-k: ``core_attn_metadata.c4_sparse_raw_indices``, which SGLang's
-  indexer fills in each C4 layer (before that layer's attention) with
-  request-local compressed rows, -1 for holes. The parent allocates it for
-  extends only; for decodes this backend allocates it next to
-  ``c4_sparse_page_indices`` so that the indexer writes both (the core wants
-  request-local rows; ``c4_sparse_page_indices`` holds the same picks as C4
-  cache ids).
+* The C4 top-k, which SGLang's indexer writes in each C4 layer before that
+  layer's attention, read from the fields SGLang's own attention reads on the
+  same route: on sparse prefill ``c4_sparse_raw_indices`` (request-local
+  compressed rows, -1 for holes; the parent allocates it for extends), on the
+  paged route ``c4_sparse_page_indices`` and ``c4_sparse_topk_lengths`` (C4
+  cache ids and how many of each row to read). Nothing else reads a buffer
+  SGLang may leave unfilled; a missing field sends the layer to the parent.
 * The pool: ``req_to_token_pool.req_to_token``,
   ``token_to_kv_pool.full_to_swa_index_mapping``,
   ``get_swa_key_buffer_radix(layer)`` / ``get_swa_key_page_size()`` and
@@ -81,6 +83,12 @@ BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
 ROUTE_PAGED = "paged"
 HANDLED_RATIOS = (0, 4, 128)
+# The DSV4AttnMetadata fields a C4 layer's top-k is read from, per route
+# (_SparseBackendMixin._c4_topk): the ones SGLang's own attention reads there.
+_C4_FIELDS = {
+    ROUTE_SPARSE_PREFILL: ("c4_sparse_raw_indices",),
+    ROUTE_PAGED: ("c4_sparse_page_indices", "c4_sparse_topk_lengths"),
+}
 
 
 def sparse_enabled() -> bool:
@@ -237,43 +245,10 @@ class _SparseBackendMixin:
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
 
-    # ---- the one place that decides what falls back ------------------------
+    # ---- what falls back: one check per step, one per layer ----------------
 
-    def fallback_reason(
-        self,
-        forward_batch,
-        *,
-        layer=None,
-        q: Optional[torch.Tensor] = None,
-        compress_ratio: Optional[int] = None,
-        cos_sin_cache: Optional[torch.Tensor] = None,
-    ) -> Optional[str]:
-        """Why SGLang's parent backend runs this step (or this layer), or None for the core.
-
-        Without ``layer`` it judges the step (at metadata time); with it, one
-        layer's attention call, which also needs a plan built for the current
-        metadata.
-        """
-        if layer is not None:
-            step = self._dsv4_step
-            if step is None or step.metadata is not self.forward_metadata:
-                return "no plan for this metadata (a mode SGLang handles, a prefill CUDA graph or the late-layer tail)"
-            if cos_sin_cache is not None:
-                return "fused RoPE attention (mega kernel)"
-            if compress_ratio not in HANDLED_RATIOS:
-                return f"compress ratio {compress_ratio}"
-            if q is None or q.dtype != torch.bfloat16 or q.dim() != 3 or q.shape[-1] != L.HEAD_DIM:
-                return "query is not bf16 [T, h, 512]"
-            if q.shape[0] != step.num_tokens:
-                return f"{q.shape[0]} query rows, the plan has {step.num_tokens}"
-            if compress_ratio:
-                pool = self.token_to_kv_pool
-                if getattr(pool.get_extra_key_layout(layer.layer_id), "value", None) != "v4":
-                    return "compressed cache is not in the V4 layout"
-                if pool.get_extra_key_page_size(layer.layer_id) != step.inputs.compressed_page_sizes.get(compress_ratio):
-                    return "compressed cache page size differs from the plan's"
-            return None
-
+    def step_fallback_reason(self, forward_batch) -> Optional[str]:
+        """Why SGLang's parent backend runs this step, or None for the core (judged at metadata time)."""
         from sglang.srt.layers.attention.deepseek_v4_backend import DSV4AttnMetadata, DSV4Metadata
         from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
@@ -336,6 +311,43 @@ class _SparseBackendMixin:
             return "no extend_start_loc"
         return None
 
+    def layer_fallback_reason(
+        self, layer, q: torch.Tensor, compress_ratio: int, cos_sin_cache: Optional[torch.Tensor] = None
+    ) -> Optional[str]:
+        """Why SGLang's parent backend runs this layer's attention, or None for the core.
+
+        Also checks that every SGLang buffer the core will read exists for this
+        step: a C4 layer reads the indexer's top-k (see :meth:`_c4_topk`).
+        """
+        step = self._dsv4_step
+        if step is None or step.metadata is not self.forward_metadata:
+            return "no plan for this metadata (a mode SGLang handles, a prefill CUDA graph or the late-layer tail)"
+        if cos_sin_cache is not None:
+            return "fused RoPE attention (mega kernel)"
+        if compress_ratio not in HANDLED_RATIOS:
+            return f"compress ratio {compress_ratio}"
+        if q is None or q.dtype != torch.bfloat16 or q.dim() != 3 or q.shape[-1] != L.HEAD_DIM:
+            return "query is not bf16 [T, h, 512]"
+        if q.shape[0] != step.num_tokens:
+            return f"{q.shape[0]} query rows, the plan has {step.num_tokens}"
+        if compress_ratio:
+            pool = self.token_to_kv_pool
+            if getattr(pool.get_extra_key_layout(layer.layer_id), "value", None) != "v4":
+                return "compressed cache is not in the V4 layout"
+            if pool.get_extra_key_page_size(layer.layer_id) != step.inputs.compressed_page_sizes.get(compress_ratio):
+                return "compressed cache page size differs from the plan's"
+        if compress_ratio == 4:
+            return self._missing_c4_field(step)
+        return None
+
+    def _missing_c4_field(self, step: StepState) -> Optional[str]:
+        core = self.forward_metadata.core_attn_metadata
+        for name in _C4_FIELDS[step.route]:
+            buf = getattr(core, name, None)
+            if not isinstance(buf, torch.Tensor) or buf.shape[0] < step.num_tokens:
+                return f"the C4 top-k field {name} is missing or has fewer than {step.num_tokens} rows"
+        return None
+
     def _note_fallback(self, reason: str) -> None:
         _log_once(logging.INFO, f"step:{reason}", "sglang-dsv4-sparse: SGLang's attention runs (%s)", reason)
 
@@ -348,22 +360,31 @@ class _SparseBackendMixin:
         super().init_forward_metadata(forward_batch)
         if self._dsv4_step is not None or not forward_batch.forward_mode.is_extend():
             return
-        reason = self.fallback_reason(forward_batch)
+        reason = self.step_fallback_reason(forward_batch)
         if reason is not None:
             self._note_fallback(reason)
             return
-        self._dsv4_step = self._plan_extend(forward_batch)
+        self._dsv4_step = self._planned(self._plan_extend(forward_batch))
 
     def init_forward_metadata_in_graph(self, forward_batch) -> None:
         super().init_forward_metadata_in_graph(forward_batch)
         self._dsv4_step = None
         if not forward_batch.forward_mode.is_decode():
             return
-        reason = self.fallback_reason(forward_batch)
+        reason = self.step_fallback_reason(forward_batch)
         if reason is not None:
             self._note_fallback(reason)
             return
-        self._dsv4_step = self._plan_decode(forward_batch)
+        self._dsv4_step = self._planned(self._plan_decode(forward_batch))
+
+    def _planned(self, step: StepState) -> Optional[StepState]:
+        """``step``, or None (SGLang runs the step) when a buffer its C4 layers read is missing."""
+        if self.forward_metadata.core_attn_metadata.has_c4:
+            reason = self._missing_c4_field(step)
+            if reason is not None:
+                self._note_fallback(reason)
+                return None
+        return step
 
     def init_forward_metadata_for_breakable_cuda_graph_capture(self, forward_batch):
         self._dsv4_step = None
@@ -439,9 +460,6 @@ class _SparseBackendMixin:
         core = metadata.core_attn_metadata
         seq_lens = core.seq_lens_casual
         num_rows = seq_lens.shape[0]
-        if core.has_c4 and core.c4_sparse_raw_indices is None:
-            # Ask the indexer for request-local rows too (it fills both buffers).
-            core.c4_sparse_raw_indices = torch.empty_like(core.c4_sparse_page_indices)
         host_lens = forward_batch.seq_lens_cpu
         if _capturing() or host_lens is None or len(host_lens) != num_rows:
             seq_lens_cpu = None  # unknown inside a graph; the paged route does not need it
@@ -473,9 +491,7 @@ class _SparseBackendMixin:
         cos_sin_cache: Optional[torch.Tensor] = None,
         **kwargs,
     ):
-        reason = self.fallback_reason(
-            forward_batch, layer=layer, q=q, compress_ratio=compress_ratio, cos_sin_cache=cos_sin_cache
-        )
+        reason = self.layer_fallback_reason(layer, q, compress_ratio, cos_sin_cache)
         if reason is not None:
             self._note_fallback(reason)
             return super()._forward_attention(
@@ -494,26 +510,40 @@ class _SparseBackendMixin:
         layer_id = layer.layer_id
         swa_cache = pool.get_swa_key_buffer_radix(layer_id)
         compressed_cache = pool.get_extra_key_buffer(layer_id) if compress_ratio else None
-        topk = None
-        if compress_ratio == 4:
-            topk = self.forward_metadata.core_attn_metadata.c4_sparse_raw_indices[: step.num_tokens]
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels the real heads only (dispatch.heads_to_run).
         heads = self._kernel_heads(layer, q, paged_decode=step.route != ROUTE_SPARSE_PREFILL)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
+        topk, topk_lengths = self._c4_topk(step) if compress_ratio == 4 else (None, None)
         if step.route == ROUTE_SPARSE_PREFILL:
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
                                 compressed_cache, topk, sink)
         else:
-            out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink)
+            out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
+                               topk_lengths=topk_lengths)
         if heads == q.shape[1]:
             return out
         full = q.new_empty(q.shape)
         full[:, :heads] = out
         full[:, heads:].zero_()
         return full
+
+    def _c4_topk(self, step: StepState) -> tuple:
+        """This C4 layer's top-k, read from the fields SGLang's own attention reads on the same route.
+
+        The indexer fills them before the layer's attention. Sparse prefill reads
+        request-local rows (``c4_sparse_raw_indices``; the core derives each
+        query's length from its position, as SGLang does); the paged route reads
+        C4-cache ids and their lengths (``c4_sparse_page_indices``,
+        ``c4_sparse_topk_lengths``), so no per-layer conversion runs there.
+        """
+        core = self.forward_metadata.core_attn_metadata
+        rows = step.num_tokens
+        if step.route == ROUTE_SPARSE_PREFILL:
+            return core.c4_sparse_raw_indices[:rows], None
+        return core.c4_sparse_page_indices[:rows], core.c4_sparse_topk_lengths[:rows]
 
     def _kernel_heads(self, layer, q: torch.Tensor, paged_decode: bool = False) -> int:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))

@@ -24,7 +24,7 @@ import torch
 
 from . import layout as L
 from .core.forward import Workspace, decode_layer, prefill_layer
-from .core.plan import StepInputs, build_paged_plan, build_prefill_plan
+from .core.plan import StepInputs, build_paged_plan, build_prefill_plan, topk_to_token_ids
 from .reference import layer_attention_reference
 from .testing import random_rows
 
@@ -208,12 +208,17 @@ def run_prompt(
             q = layer_q(stack, layer, positions)
             topk = deterministic_topk(stack, layer, positions) if ratio == 4 else None
             args = (q, stack.swa_caches[layer], ratio, stack.compressed_caches[layer], topk, stack.sinks[layer])
+            # What SGLang's indexer hands the paged route: C4-cache ids, not request-local rows.
+            decode_args = _paged_c4_args(plan, args) if is_decode else None
             t0 = torch.cuda.Event(enable_timing=True) if stack.device.type == "cuda" else None
             t1 = torch.cuda.Event(enable_timing=True) if t0 is not None else None
             wall = time.perf_counter()
             if t0 is not None:
                 t0.record()
-            out = decode_layer(plan, *args) if is_decode else prefill_layer(plan, workspace, *args, c4_rows=c4_rows)
+            if is_decode:
+                out = decode_layer(plan, *decode_args)
+            else:
+                out = prefill_layer(plan, workspace, *args, c4_rows=c4_rows)
             if t0 is not None:
                 t1.record()
                 torch.cuda.synchronize()
@@ -232,6 +237,15 @@ def run_prompt(
             worst = max((r.rel_err for r in results[-len(cfg.ratios):]), default=float("nan"))
             log(f"  {results[-1].what:>24}: {len(cfg.ratios)} layers, worst rel err {worst:.2e}")
     return {layer: torch.cat(chunks) for layer, chunks in outputs.items() if chunks}, results
+
+
+def _paged_c4_args(plan, args: tuple) -> tuple:
+    """``args`` for ``decode_layer``: a C4 layer's request-local top-k turned into C4-cache ids and lengths."""
+    q, swa_cache, ratio, compressed_cache, topk, sink = args
+    if ratio != 4:
+        return args
+    ids, lens = topk_to_token_ids(plan, 4, topk)
+    return q, swa_cache, ratio, compressed_cache, ids[:, 0], sink, lens
 
 
 def compare_chunkings(a: Dict[int, torch.Tensor], b: Dict[int, torch.Tensor]) -> float:

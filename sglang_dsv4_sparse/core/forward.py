@@ -5,7 +5,8 @@ caches (a C4 layer's cache and top-k are its own, so no layer reuses another's
 rows) into the shared workspace, then attends through FlashMLA or Triton.
 ``decode_layer`` runs the paged route, reading the fp8 caches directly; it
 allocates nothing on the host side and never syncs, so it can be captured in
-a CUDA graph.
+a CUDA graph. Its C4 top-k is given as C4-cache ids with lengths, as SGLang's
+indexer writes them for its own paged attention.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_pre
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
 from ..validation import INDEX_DTYPES, check_int, check_tensor
-from .plan import PagedPlan, PrefillPlan, readable_topk_lengths, topk_to_token_ids
+from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
 RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
@@ -178,17 +179,28 @@ def decode_layer(
     compressed_cache: Optional[torch.Tensor] = None,
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
+    topk_lengths: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16."""
+    """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
+
+    A C4 layer's top-k comes as ids into its C4 cache (``topk_indices [T, k]``,
+    -1 = hole) with ``topk_lengths [T]``: what SGLang's indexer writes to
+    ``c4_sparse_page_indices`` / ``c4_sparse_topk_lengths`` and what its own
+    paged attention reads. A caller holding request-local rows converts them
+    once with :func:`~sglang_dsv4_sparse.core.plan.topk_to_token_ids`.
+    """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if compress_ratio == 4:
+        if topk_lengths is None:
+            raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
+        check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     extra = dict()
     if compress_ratio == 128:
         extra = dict(extra_indices=plan.c128_indices, extra_topk_length=plan.c128_lens)
     elif compress_ratio == 4:
-        ids, lens = topk_to_token_ids(plan, 4, topk_indices)
-        extra = dict(extra_indices=ids, extra_topk_length=lens)
+        extra = dict(extra_indices=_paged_index_rows(topk_indices), extra_topk_length=topk_lengths.to(torch.int32))
     if compress_ratio:
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
     if compress_ratio not in plan.sched_meta:
@@ -198,3 +210,18 @@ def decode_layer(
         sched_meta=plan.sched_meta[compress_ratio], **extra,
     )
     return out[:, 0]
+
+
+def _paged_index_rows(ids: torch.Tensor) -> torch.Tensor:
+    """``[T, k]`` cache ids as the paged kernels take them: int32 ``[T, 1, width]``, width a multiple of 128.
+
+    SGLang's top-k buffers are already int32 and 512 or 1024 wide, so this is a
+    view there; anything else is converted or padded with -1 (FlashMLA reads
+    index rows in blocks).
+    """
+    width = combined_index_width(ids.shape[1], 0)
+    if ids.dtype != torch.int32:
+        ids = ids.to(torch.int32)
+    if width != ids.shape[1]:
+        ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=-1)
+    return ids[:, None, :]

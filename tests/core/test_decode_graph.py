@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sglang_dsv4_sparse.core.forward import decode_layer
-from sglang_dsv4_sparse.core.plan import StepInputs, build_paged_plan
+from sglang_dsv4_sparse.core.plan import StepInputs, build_paged_plan, topk_to_token_ids
 from sglang_dsv4_sparse.stack_check import StackConfig, build_stack, deterministic_topk, layer_q
 from sglang_dsv4_sparse.testing import assert_attention_close
 
@@ -41,8 +41,11 @@ def test_decode_step_replays_from_a_cuda_graph(monkeypatch, kernels, heads):
 
     def step():
         plan = build_paged_plan(inputs)
+        # The C4 top-k as SGLang's indexer hands it to the paged route: cache ids and lengths.
+        ids, lens = topk_to_token_ids(plan, 4, topk)
         return [
-            decode_layer(plan, qs[l], stack.swa_caches[l], r, stack.compressed_caches[l], topk if r == 4 else None, stack.sinks[l])
+            decode_layer(plan, qs[l], stack.swa_caches[l], r, stack.compressed_caches[l],
+                         ids[:, 0] if r == 4 else None, stack.sinks[l], topk_lengths=lens if r == 4 else None)
             for l, r in enumerate(cfg.ratios)
         ]
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -93,6 +94,12 @@ def _install_torchvision_stub() -> None:
 
 if HAVE_SGLANG:
     _install_torchvision_stub()
+    if torch.cuda.is_available():
+        # The GPU machine runs SGLang from carried wheels without sgl_kernel and IPython.
+        sys.path.insert(0, os.path.dirname(__file__))
+        import stand_ins
+
+        stand_ins.install()
 
 
 @pytest.fixture
@@ -134,6 +141,7 @@ class Dsv4Env:
     runner: object
     backend: object
     heads: int
+    device: str = "cpu"
 
     @property
     def pool(self):
@@ -149,25 +157,26 @@ class Dsv4Env:
         seq = [p + e for p, e in zip(prefix, ext)]
         positions = [p + i for p, e in zip(prefix, ext) for i in range(e)]
         locs = [loc(r, p + i) for r, p, e in zip(rows, prefix, ext) for i in range(e)]
+        dev = self.device
         fb = ForwardBatch(
             forward_mode=forward_mode,
             batch_size=len(rows),
-            input_ids=torch.zeros(len(positions), dtype=torch.int64),
-            req_pool_indices=torch.tensor(rows, dtype=torch.int32),
-            seq_lens=torch.tensor(seq, dtype=torch.int32),
+            input_ids=torch.zeros(len(positions), dtype=torch.int64, device=dev),
+            req_pool_indices=torch.tensor(rows, dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq, dtype=torch.int32, device=dev),
             seq_lens_cpu=torch.tensor(seq, dtype=torch.int32),
-            out_cache_loc=torch.tensor(locs, dtype=torch.int64),
+            out_cache_loc=torch.tensor(locs, dtype=torch.int64, device=dev),
             seq_lens_sum=sum(seq),
-            positions=torch.tensor(positions, dtype=torch.int64),
+            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
         )
         self.runner.kv_index_translator.bind_own_plan(fb)
         if forward_mode != ForwardMode.DECODE:
-            fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32)
+            fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32, device=dev)
             fb.extend_prefix_lens_cpu = list(prefix)
-            fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32)
+            fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32, device=dev)
             fb.extend_seq_lens_cpu = list(ext)
             starts = [sum(ext[:i]) for i in range(len(ext))]
-            fb.extend_start_loc = torch.tensor(starts, dtype=torch.int32)
+            fb.extend_start_loc = torch.tensor(starts, dtype=torch.int32, device=dev)
             fb.extend_num_tokens = sum(ext)
         return fb
 
@@ -183,25 +192,26 @@ class Dsv4Env:
         from sglang_dsv4_sparse import layout as L
         from sglang_dsv4_sparse.testing import random_rows
 
+        dev = self.device
         for layer, ratio in enumerate(RATIOS):
-            swa_ids = torch.tensor([f2s(loc(r, p)) for r, s in zip(rows, seq) for p in range(s)])
+            swa_ids = torch.tensor([f2s(loc(r, p)) for r, s in zip(rows, seq) for p in range(s)], device=dev)
             L.quantize_into_paged_cache(
-                self.pool.get_swa_key_buffer_radix(layer), swa_ids, random_rows(swa_ids.numel(), gen), PAGE
+                self.pool.get_swa_key_buffer_radix(layer), swa_ids, random_rows(swa_ids.numel(), gen).to(dev), PAGE
             )
             if ratio:
                 per_page = PAGE // ratio
                 ids = torch.tensor(
                     [PAGES_OF_ROW[r][j // per_page] * per_page + j % per_page for r, s in zip(rows, seq) for j in range(s // ratio)],
-                    dtype=torch.int64,
+                    dtype=torch.int64, device=dev,
                 )
                 if ids.numel():
                     L.quantize_into_paged_cache(
-                        self.pool.get_extra_key_buffer(layer), ids, random_rows(ids.numel(), gen), per_page
+                        self.pool.get_extra_key_buffer(layer), ids, random_rows(ids.numel(), gen).to(dev), per_page
                     )
 
 
 @pytest.fixture
-def dsv4_env(sglang_cpu):
+def dsv4_env(sglang_cpu, device):
     """Build a :class:`Dsv4Env`: ``dsv4_env(heads=2, backend_cls=None)``."""
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
     from sglang.test.kits.attention_unittest.attention_methods import dsv4_attention as kit
@@ -215,15 +225,17 @@ def dsv4_env(sglang_cpu):
         )
         config = kit.TinyDSV4ModelConfig(num_heads=heads, context_len=MAX_CONTEXT, compression_ratios=list(RATIOS))
         runner = kit.MockDSV4ModelRunner(
-            case=case, model_config=config, dtype=torch.bfloat16, device="cpu", max_context_len=MAX_CONTEXT,
+            case=case, model_config=config, dtype=torch.bfloat16, device=device, max_context_len=MAX_CONTEXT,
             swa_size=SWA_SIZE, runner_batch_size=len(PAGES_OF_ROW), compression_ratios=list(RATIOS),
         )
-        runner.token_to_kv_pool.register_mapping(torch.tensor([f2s(i) for i in range(SWA_SIZE)], dtype=torch.int64))
+        runner.token_to_kv_pool.register_mapping(
+            torch.tensor([f2s(i) for i in range(SWA_SIZE)], dtype=torch.int64, device=device)
+        )
         req_to_token = runner.req_to_token_pool.req_to_token
         for row in PAGES_OF_ROW:
             req_to_token[row] = torch.tensor([loc(row, p) for p in range(MAX_CONTEXT)], dtype=req_to_token.dtype)
         backend = (backend_cls or backend_class())(runner)
-        return Dsv4Env(runner, backend, heads)
+        return Dsv4Env(runner, backend, heads, device)
 
     return make
 
@@ -246,9 +258,31 @@ def c4_picks(positions: Sequence[int], width: int, gen: torch.Generator) -> torc
     return out
 
 
+def write_c4_topk(core, picks: torch.Tensor, rows: Sequence[int], ext: Sequence[int]) -> None:
+    """Write request-local C4 picks where SGLang's indexer writes them, as it does.
+
+    ``c4_sparse_page_indices`` gets them as C4-cache ids (pool row ``r``'s row
+    ``j`` sits on its full page ``j // 64``), ``c4_sparse_raw_indices`` (when
+    SGLang allocated it: extends) as they are; ``c4_sparse_topk_lengths`` is
+    SGLang's own, set at metadata time.
+    """
+    per_page = PAGE // 4
+    token_rows = [r for r, e in zip(rows, ext) for _ in range(e)]
+    local = picks.to(core.c4_sparse_page_indices.device, torch.int64)
+    pages = torch.tensor([PAGES_OF_ROW[r] for r in token_rows], dtype=torch.int64, device=local.device)
+    pages = pages.view(len(token_rows), -1)
+    page = pages.gather(1, (local.clamp_min(0) // per_page).clamp(max=pages.shape[1] - 1))
+    ids = torch.where(local >= 0, page * per_page + local.clamp_min(0) % per_page, -1)
+    n = picks.shape[0]
+    core.c4_sparse_page_indices[:n] = ids.to(core.c4_sparse_page_indices.dtype)
+    if core.c4_sparse_raw_indices is not None:
+        core.c4_sparse_raw_indices[:n] = local.to(core.c4_sparse_raw_indices.dtype)
+
+
 @pytest.fixture
 def helpers():
     """The module-level helpers above, for test modules (conftest is not importable under importlib mode)."""
     return types.SimpleNamespace(
-        PAGE=PAGE, PAGES_OF_ROW=PAGES_OF_ROW, RATIOS=RATIOS, loc=loc, f2s=f2s, valid_rows=valid_rows, c4_picks=c4_picks
+        PAGE=PAGE, PAGES_OF_ROW=PAGES_OF_ROW, RATIOS=RATIOS, loc=loc, f2s=f2s, valid_rows=valid_rows, c4_picks=c4_picks,
+        write_c4_topk=write_c4_topk,
     )

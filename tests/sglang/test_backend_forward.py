@@ -2,7 +2,8 @@
 
 Each step runs the three layer kinds (SWA only, C4, C128) with the caches
 SGLang's pool allocates, filled with random rows; the C4 top-k is written
-where SGLang's indexer writes it (``core_attn_metadata.c4_sparse_raw_indices``).
+where SGLang's indexer writes it (``c4_sparse_page_indices`` as C4-cache ids,
+and ``c4_sparse_raw_indices`` as request-local rows where SGLang allocated it).
 """
 
 import pytest
@@ -22,11 +23,12 @@ def _reference_inputs(env, helpers, fb):
     rows = fb.req_pool_indices.tolist()
     seq = fb.seq_lens_cpu.tolist()
     ext = fb.extend_seq_lens_cpu if fb.extend_seq_lens_cpu is not None else [1] * len(rows)
-    tables = torch.tensor([helpers.PAGES_OF_ROW[r] for r in rows])
+    dev = env.device
+    tables = torch.tensor([helpers.PAGES_OF_ROW[r] for r in rows], device=dev)
     return StepInputs(
-        seq_lens=torch.tensor(seq), extend_lens=torch.tensor(ext), req_pool_indices=torch.tensor(rows),
-        req_to_token=env.runner.req_to_token_pool.req_to_token,
-        full_to_swa=torch.tensor([helpers.f2s(x) for x in range(1024)]),
+        seq_lens=torch.tensor(seq, device=dev), extend_lens=torch.tensor(ext, device=dev),
+        req_pool_indices=torch.tensor(rows, device=dev), req_to_token=env.runner.req_to_token_pool.req_to_token,
+        full_to_swa=torch.tensor([helpers.f2s(x) for x in range(1024)], device=dev),
         compressed_page_tables={4: tables, 128: tables}, seq_lens_cpu=seq, extend_lens_cpu=list(ext),
         compressed_page_sizes={4: 64, 128: 2}, window=128,
     )
@@ -42,16 +44,17 @@ def _run_step(env, helpers, fb, gen, *, padded_heads=None):
     env.fill_caches(fb.req_pool_indices.tolist(), seq, gen)
     core = backend.forward_metadata.core_attn_metadata
     positions = core.positions_casual[: step.num_tokens].tolist()
-    topk = helpers.c4_picks(positions, core.c4_sparse_raw_indices.shape[1], gen)
-    core.c4_sparse_raw_indices[: step.num_tokens] = topk  # what the C4 indexer would have written
+    topk = helpers.c4_picks(positions, core.c4_sparse_page_indices.shape[1], gen)
+    ext = fb.extend_seq_lens_cpu if fb.extend_seq_lens_cpu is not None else [1] * fb.batch_size
+    helpers.write_c4_topk(core, topk, fb.req_pool_indices.tolist(), ext)
     inputs = _reference_inputs(env, helpers, fb)
     heads = env.heads
     width = padded_heads or heads
     errors = []
     for layer_id, ratio in enumerate(helpers.RATIOS):
         # SGLang pads a rank's heads for FlashMLA; the padding rows hold garbage.
-        q = (torch.randn(step.num_tokens, width, 512, generator=gen) * 0.5).to(torch.bfloat16)
-        sink = torch.randn(width, generator=gen)
+        q = (torch.randn(step.num_tokens, width, 512, generator=gen) * 0.5).to(env.device, torch.bfloat16)
+        sink = torch.randn(width, generator=gen).to(env.device)
         out = backend.forward(
             q=q, k=q, v=q, layer=env.layer(layer_id), forward_batch=fb, compress_ratio=ratio,
             attn_sink=sink, save_kv_cache=False,
@@ -62,7 +65,8 @@ def _run_step(env, helpers, fb, gen, *, padded_heads=None):
         pool = env.pool
         ref = layer_attention_reference(
             inputs, q[:, :heads], pool.get_swa_key_buffer_radix(layer_id), ratio,
-            pool.get_extra_key_buffer(layer_id) if ratio else None, topk if ratio == 4 else None, sink[:heads],
+            pool.get_extra_key_buffer(layer_id) if ratio else None, topk.to(env.device) if ratio == 4 else None,
+            sink[:heads],
         )
         err = float((out[:, :heads].float() - ref).norm() / ref.norm())
         errors.append((ratio, err))
@@ -109,7 +113,7 @@ def test_save_kv_cache_keeps_sglangs_cache_write(dsv4_env, gen, monkeypatch):
     env.fill_caches([1], [2], gen)
     writes = []
     monkeypatch.setattr(env.backend, "store_cache", lambda layer_id, k, batch: writes.append((layer_id, k, batch)))
-    q = torch.randn(2, 2, 512, generator=gen).to(torch.bfloat16)
+    q = torch.randn(2, 2, 512, generator=gen).to(env.device, torch.bfloat16)
     env.backend.forward(q=q, k=q, v=q, layer=env.layer(0), forward_batch=fb, compress_ratio=0,
-                        attn_sink=torch.zeros(2), save_kv_cache=True)
+                        attn_sink=torch.zeros(2, device=env.device), save_kv_cache=True)
     assert len(writes) == 1 and writes[0][0] == 0 and writes[0][1] is q and writes[0][2] is fb

@@ -16,25 +16,25 @@ def test_unhandled_modes_have_a_reason(dsv4_env, mode):
 
     env = dsv4_env()
     batch = types.SimpleNamespace(forward_mode=getattr(ForwardMode, mode))
-    assert env.backend.fallback_reason(batch) == f"forward mode {mode}"
+    assert env.backend.step_fallback_reason(batch) == f"forward mode {mode}"
 
 
 def test_step_level_reasons(dsv4_env):
     env = dsv4_env()
     fb = env.batch("EXTEND", rows=[1], prefix=[0], ext=[2])
     env.backend.init_forward_metadata(fb)
-    assert env.backend.fallback_reason(fb) is None
+    assert env.backend.step_fallback_reason(fb) is None
     decode = env.batch("DECODE", rows=[1], prefix=[3])
     env.backend.init_forward_metadata(decode)
-    assert env.backend.fallback_reason(decode) is None
+    assert env.backend.step_fallback_reason(decode) is None
     decode.spec_info = object()
-    assert env.backend.fallback_reason(decode) == "speculative decode batch"
+    assert env.backend.step_fallback_reason(decode) == "speculative decode batch"
     env.backend.init_forward_metadata(fb)
     env.backend.enable_decoder_swa_bounded_replay = True
-    assert "late-layer tail" in env.backend.fallback_reason(fb)
+    assert "late-layer tail" in env.backend.step_fallback_reason(fb)
     env.backend.enable_decoder_swa_bounded_replay = False
     env.backend.hisparse_coordinator = object()
-    assert env.backend.fallback_reason(fb) == "HiSparse"
+    assert env.backend.step_fallback_reason(fb) == "HiSparse"
 
 
 def test_fallback_calls_the_parent_unchanged(dsv4_env, monkeypatch, gen):
@@ -51,8 +51,8 @@ def test_fallback_calls_the_parent_unchanged(dsv4_env, monkeypatch, gen):
     env = dsv4_env()
     fb = env.batch("EXTEND", rows=[1], prefix=[0], ext=[2])
     env.backend.init_forward_metadata(fb)
-    q = torch.randn(2, 2, 512, generator=gen).to(torch.bfloat16)
-    sink = torch.zeros(2)
+    q = torch.randn(2, 2, 512, generator=gen).to(env.device, torch.bfloat16)
+    sink = torch.zeros(2, device=env.device)
     run = lambda **kw: env.backend.forward(  # noqa: E731
         q=kw.pop("q", q), k=q, v=q, layer=env.layer(1), forward_batch=fb, compress_ratio=4, attn_sink=sink,
         save_kv_cache=False, **kw,

@@ -126,9 +126,8 @@ def test_decode_batch_paged_plan_matches_sglang_metadata(dsv4_env, helpers):
     theirs = helpers.valid_rows(core.swa_page_indices, core.swa_topk_lengths)
     assert [sorted(row) for row in swa] == [sorted(row) for row in theirs]
     assert plan.c128_indices[0, 0, :1].tolist() == core.c128_page_indices[0, :1].tolist()
-    # The backend asked the C4 indexer for request-local rows as well.
-    assert core.c4_sparse_raw_indices is not None
-    assert core.c4_sparse_raw_indices.shape == core.c4_sparse_page_indices.shape
+    # Decodes read the C4 top-k from SGLang's own fields; no extra buffer is asked of the indexer.
+    assert core.c4_sparse_raw_indices is None
 
 
 def test_decode_c4_topk_matches_sglang_indexer_page_indices(dsv4_env, helpers, gen):
@@ -145,11 +144,10 @@ def test_decode_c4_topk_matches_sglang_indexer_page_indices(dsv4_env, helpers, g
     core = env.backend.forward_metadata.core_attn_metadata
     c4_lens = core.c4_topk_lengths_raw
     assert c4_lens.tolist() == [75, 2]
-    scores = torch.randn(2, 128, generator=gen)
-    topk_transform_pytorch_vectorized(
-        scores, c4_lens, core.page_table, core.c4_sparse_page_indices, 64, core.c4_sparse_raw_indices
-    )
-    ids, lens = topk_to_token_ids(step.plan, 4, core.c4_sparse_raw_indices)
+    scores = torch.randn(2, 128, generator=gen).to(env.device)
+    raw = torch.empty_like(core.c4_sparse_page_indices)
+    topk_transform_pytorch_vectorized(scores, c4_lens, core.page_table, core.c4_sparse_page_indices, 64, raw)
+    ids, lens = topk_to_token_ids(step.plan, 4, raw)
     assert lens.tolist() == [75, 2]
     assert helpers.valid_rows(ids, lens) == helpers.valid_rows(core.c4_sparse_page_indices, lens)
     # Row 74 of pool row 1 (pages 1, 2) is on page 2: 2 * 64 + 10.

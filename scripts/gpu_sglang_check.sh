@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: SGLang 0.5.23 itself as the yardstick.
+#
+#   bash scripts/gpu_sglang_check.sh [--skip-tests] [--skip-kit] [--skip-ab] [--quick]
+#
+# Installs the wheels carried in .whl/ (fetch them first, where PyPI is
+# reachable: bash scripts/fetch_gpu_wheels.sh), then runs
+#   (a) tests/sglang on CUDA;
+#   (b) SGLang's DSv4 attention kit on both backends, every case, C0/C4/C128,
+#       8/16/64/128 heads, and (c) the kit's CUDA-graph decode runner
+#       (scripts/sglang_kit_matrix.py);
+#   (d) the per-layer and per-step A/B against SGLang's backend
+#       (scripts/bench_sglang_ab.py; --quick trims it).
+# Logs and JSON go to $OUT (or ./gpu_check_out); a summary table comes last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SKIP_TESTS=0; SKIP_KIT=0; SKIP_AB=0; QUICK=""
+for a in "$@"; do
+  case "$a" in
+    --skip-tests) SKIP_TESTS=1 ;;
+    --skip-kit) SKIP_KIT=1 ;;
+    --skip-ab) SKIP_AB=1 ;;
+    --quick) QUICK="--quick" ;;
+    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
+  esac
+done
+OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
+export PYTHONUNBUFFERED=1
+if ! nvidia-smi -L >/dev/null 2>&1; then echo "gpu_sglang_check.sh: no NVIDIA GPU visible (nvidia-smi -L failed)" >&2; exit 2; fi
+if ! ls .whl/sglang-0.5.23-*.whl >/dev/null 2>&1; then
+  echo "gpu_sglang_check.sh: no SGLang wheel in .whl/: run 'bash scripts/fetch_gpu_wheels.sh' where PyPI is reachable and carry .whl/" >&2
+  exit 2
+fi
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "gpu_sglang_check.sh: installing .whl/ failed" >&2; exit 2; }
+# This package too, for its sglang.srt.plugins entry point (load_plugins() finds
+# plugins through installed distributions); $PWD comes first on the path, so
+# the working tree's code is what runs.
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
+  || echo "gpu_sglang_check.sh: could not install the package (its entry-point tests will skip)" >&2
+export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+# The kit's C4 indexer metadata then needs neither DeepGEMM nor a JIT planner.
+export SGLANG_FP8_PAGED_MQA_LOGITS_TORCH=1 SGLANG_OPT_USE_TOPK_V2=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+python3 -c "import sys; sys.path.insert(0, 'tests/sglang'); import stand_ins; print('stand-ins:', stand_ins.install()); import sglang, flash_mla; print('sglang', sglang.__version__)"
+
+status=()
+STEP_TIMEOUT="${STEP_TIMEOUT:-420}"
+run_step() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo; echo "### $name: $*"
+  timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
+}
+# pytest loads tests/sglang/conftest.py, which puts the stand-ins in place first.
+[ "$SKIP_TESTS" = 1 ] || run_step sglang_tests python3 -m pytest tests/sglang -q -p no:cacheprovider
+[ "$SKIP_KIT" = 1 ] || run_step kit_matrix python3 scripts/sglang_kit_matrix.py
+[ "$SKIP_AB" = 1 ] || [ ! -f scripts/bench_sglang_ab.py ] || run_step sglang_ab python3 scripts/bench_sglang_ab.py $QUICK
+
+echo; echo "===== gpu_sglang_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+for s in "${status[@]}"; do echo "$s"; done
+grep -h "passed\|failed" "$OUT/sglang_tests.log" 2>/dev/null | tail -1
+[ -f "$OUT/kit_matrix.log" ] && awk '/^== SGLang DSv4/{p=1} p' "$OUT/kit_matrix.log" | tail -45
+[ -f "$OUT/sglang_ab.log" ] && awk '/^== /{p=1} p' "$OUT/sglang_ab.log" | tail -60
+exit 0
