@@ -4,10 +4,9 @@ SGLang's DeepSeek-V4 backend is built here on the CPU around the mock model
 runner SGLang ships (``sglang.test.kits.attention_unittest``), with four
 test-only adjustments, all undone after each test:
 
-* ``torchvision``: PyPI's wheel does not import beside the CPU torch and only
-  SGLang's multimodal modules want it at import time, so an empty stand-in
-  package is put in ``sys.modules`` (after ``transformers`` has decided that
-  torchvision is unavailable, so nothing uses it).
+* import-time stand-ins (``stand_ins.py``): ``torchvision`` where its wheel
+  does not import beside the CPU torch, and on the GPU machine, which runs
+  SGLang from carried wheels, ``sgl_kernel`` and ``IPython.display``.
 * ``SGLANG_FP8_PAGED_MQA_LOGITS_TORCH=1`` and ``SGLANG_OPT_USE_TOPK_V2=0``:
   the C4 indexer metadata then needs neither DeepGEMM nor a JIT CUDA planner.
 * ``deepseek_v4_backend._create_flashmla_metadata`` returns None (``flash_mla``
@@ -17,8 +16,6 @@ test-only adjustments, all undone after each test:
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -34,72 +31,11 @@ import torch
 HAVE_SGLANG = importlib.util.find_spec("sglang") is not None
 
 
-class _Placeholder(type):
-    def __getattr__(cls, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Anything
-
-
-class _Anything(metaclass=_Placeholder):
-    """Stands for any torchvision name (class, function or enum member)."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, *args, **kwargs):
-        return self
-
-    def __getattr__(self, name):
-        return _Anything()
-
-
-class _StubModule(types.ModuleType):
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return _Anything
-
-
-class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname == "torchvision" or fullname.startswith("torchvision."):
-            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        module = _StubModule(spec.name)
-        module.__path__ = []
-        module.__version__ = "0.0.0+dsv4-test-stub"
-        return module
-
-    def exec_module(self, module):
-        pass
-
-
-def _install_torchvision_stub() -> None:
-    try:
-        import torchvision  # noqa: F401
-
-        return
-    except Exception:
-        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-            del sys.modules[name]
-    # transformers decides once, at import, whether torchvision is available:
-    # let it decide "no" before the stub exists.
-    import transformers.utils.import_utils  # noqa: F401
-
-    sys.meta_path.insert(0, _TorchvisionStub())
-
-
 if HAVE_SGLANG:
-    _install_torchvision_stub()
-    if torch.cuda.is_available():
-        # The GPU machine runs SGLang from carried wheels without sgl_kernel and IPython.
-        sys.path.insert(0, os.path.dirname(__file__))
-        import stand_ins
+    sys.path.insert(0, os.path.dirname(__file__))
+    import stand_ins
 
-        stand_ins.install()
+    stand_ins.install()
 
 
 @pytest.fixture

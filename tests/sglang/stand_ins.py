@@ -1,7 +1,14 @@
 """Import-time stand-ins for the GPU machine's SGLang run (test-only: never imported by the package).
 
+* ``torchvision``: PyPI's wheel does not import beside the CPU torch, and only
+  SGLang's multimodal modules want it at import time. The stand-in goes in
+  after ``transformers`` has decided that torchvision is unavailable, so
+  nothing uses it.
+
 The GPU machine runs SGLang 0.5.23 from carried wheels on its own torch 2.11.
-Two modules SGLang imports at import time are not there:
+Two modules SGLang imports at import time are not there (stand-ins only where
+CUDA is: on the CPU SGLang does not import them, and a stand-in could change
+what it picks):
 
 * ``sgl_kernel``: a 373 MB wheel built for torch 2.14. SGLang's quantization
   modules import it; the DSv4 attention path and its test kit never call it.
@@ -49,9 +56,10 @@ class _StandInModule(types.ModuleType):
 class _PackageStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serves ``root`` and every ``root.*`` submodule as a stand-in module."""
 
-    def __init__(self, root: str, fill=None):
+    def __init__(self, root: str, fill=None, module_cls=None):
         self.root = root
         self.fill = fill
+        self.module_cls = module_cls or _StandInModule
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == self.root or fullname.startswith(self.root + "."):
@@ -59,7 +67,7 @@ class _PackageStandIn(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        module = _StandInModule(spec.name)
+        module = self.module_cls(spec.name)
         module.__path__ = []
         module.__version__ = "0.0.0+dsv4-test-stand-in"
         if self.fill is not None:
@@ -92,9 +100,33 @@ def _fill_ipython_display(module: types.ModuleType) -> None:
     module.HTML = module.Markdown = module.Image = module.JSON = _Rich
 
 
+class _AnyName(_Missing):
+    """A torchvision name: a class, function or enum member that does nothing."""
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+
+class _TorchvisionModule(_StandInModule):
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _AnyName(f"{self.__name__}.{name}")
+
+
 def install() -> list:
     """Put each stand-in in place whose real module does not import; returns their names."""
+    import torch
+
     added = []
+    if not _importable("torchvision"):
+        # transformers decides once, at import, whether torchvision is available.
+        import transformers.utils.import_utils  # noqa: F401
+
+        sys.meta_path.insert(0, _PackageStandIn("torchvision", module_cls=_TorchvisionModule))
+        added.append("torchvision")
+    if not torch.cuda.is_available():
+        return added
     if not _importable("sgl_kernel"):
         sys.meta_path.insert(0, _PackageStandIn("sgl_kernel"))
         added.append("sgl_kernel")

@@ -1,0 +1,498 @@
+"""Per-layer and per-step A/B: this package's backend against SGLang 0.5.23's DeepseekV4AttnBackend.
+
+    python scripts/bench_sglang_ab.py [--quick] [--json FILE] [--markdown]
+
+Both backends run on one serving-sized DSv4 pool (SGLang's
+``DeepSeekV4TokenToKVPool``: an SWA, a C4 and a C128 layer, fp8 V4 caches
+filled with quantized random rows) through SGLang's own ``ForwardBatch``es,
+built as its attention kit builds them, with the same query tensors and the
+same C4 top-k (random picks written where SGLang's indexer writes them).
+
+* EXTEND: chunks of 8192 and 32768 tokens after a prefix of 0, 120k or 1M
+  tokens, one request or four. ``meta`` is ``init_forward_metadata``; ``c0``,
+  ``c4``, ``c128`` one layer's ``forward`` each (median of repeated calls,
+  CUDA events); ``step`` the wall time of metadata + one layer of each kind,
+  synchronized (SGLang builds its sparse-prefill cache lazily in the step's
+  first layer, so only ``step`` compares everything).
+* DECODE: batches of 1 / 8 / 64 / 128 at 8k and 128k tokens of context,
+  captured in a CUDA graph (``init_forward_metadata_out_graph`` outside,
+  ``init_forward_metadata_in_graph``, a stand-in indexer that copies the C4
+  picks, and one layer of each kind inside) and replayed; ``step`` is the
+  replay.
+
+Heads 8 and 16 are a tensor-parallel rank's: the query is zero-padded to 64
+for both backends, as the DSv4 model hands it over. Rows run SGLang then ours,
+back to back. Imports the test-only stand-ins from ``tests/sglang``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "sglang"))
+sys.path.insert(0, ROOT)
+
+import stand_ins  # noqa: E402
+
+os.environ.setdefault("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "1")
+os.environ.setdefault("SGLANG_OPT_USE_TOPK_V2", "0")
+
+import torch  # noqa: E402
+
+PAGE = 256  # SGLang's full-cache page
+RATIOS = (0, 4, 128)  # layer i of the pool has ratio RATIOS[i]
+TOPK = 512  # DSv4-Flash's index_topk
+KERNEL_WIDTH = 64  # the query width the model hands over up to 64 heads
+SWA_POOL_TOKENS = 1 << 20  # SWA-cache rows; the full-to-SWA map folds full ids onto them
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few rows of each kind")
+    p.add_argument("--tiny", action="store_true", help="CPU plumbing check: tiny shapes, our backend only")
+    p.add_argument("--json", default=None, help="default: $OUT/bench_sglang_ab.json")
+    p.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    return p.parse_args()
+
+
+def plan_rows(args):
+    if args.tiny:
+        return ([(16, 0, 1), (16, 300, 2)], [(1, 300), (2, 600)], (16,))
+    if args.quick:
+        return ([(8192, 0, 1), (8192, 120_000, 1)], [(1, 8192), (64, 8192)], (16, 64))
+    extends = [(c, p, n) for c in (8192, 32768) for p in (0, 120_000, 1_000_000) for n in (1, 4)]
+    decodes = [(b, ctx) for b in (1, 8, 64, 128) for ctx in (8192, 131072)]
+    return extends, decodes, (8, 16, 64)
+
+
+# ---------------------------------------------------------------------------
+# The deployment: one pool, req_to_token rows rewritten per row of the table
+# ---------------------------------------------------------------------------
+
+
+class Deployment:
+    def __init__(self, *, max_reqs: int, max_context: int, full_tokens: int, device: str):
+        from sglang.srt.mem_cache.deepseek_v4_memory_pool import DeepSeekV4TokenToKVPool
+        from sglang.srt.mem_cache.memory_pool import ReqToTokenPool
+        from sglang.test.kits.attention_unittest.attention_methods import dsv4_attention as kit
+
+        self.kit = kit
+        self.device = device
+        self.max_context = -(-max_context // PAGE) * PAGE
+        self.full_tokens = -(-full_tokens // PAGE) * PAGE + PAGE  # page 0 stays unused, as in SGLang
+        case = kit.DSV4AttentionCase(
+            name="sglang_ab", backend="dsv4", forward_mode=_mode("EXTEND"), num_heads=KERNEL_WIDTH,
+            page_size=PAGE, prefix_lens=(0,) * max_reqs, extend_lens=(1,) * max_reqs,
+        )
+        config = kit.TinyDSV4ModelConfig(num_heads=KERNEL_WIDTH, context_len=self.max_context,
+                                         compression_ratios=list(RATIOS))
+        # The kit's runner, with its small pools swapped for serving-sized ones.
+        self.runner = kit.MockDSV4ModelRunner(
+            case=case, model_config=config, dtype=torch.bfloat16, device=device, max_context_len=PAGE,
+            swa_size=4 * PAGE, runner_batch_size=max_reqs, compression_ratios=list(RATIOS),
+            disable_cuda_graph=False,
+        )
+        self.runner.req_to_token_pool = ReqToTokenPool(
+            size=max_reqs, max_context_len=self.max_context, device=device, enable_memory_saver=False
+        )
+        pool = DeepSeekV4TokenToKVPool(
+            max_num_reqs=max_reqs, swa_size=SWA_POOL_TOKENS, c4_size=self.full_tokens // 4,
+            c128_size=self.full_tokens // 128, c4_state_pool_size=max_reqs, c128_state_pool_size=max_reqs,
+            page_size=PAGE, swa_page_size=PAGE, dtype=torch.float8_e4m3fn, c4_state_dtype=torch.bfloat16,
+            c128_state_dtype=torch.bfloat16, qk_nope_head_dim=448, qk_rope_head_dim=64, indexer_head_dim=128,
+            layer_num=len(RATIOS), device=device, enable_memory_saver=False, compression_ratios=list(RATIOS),
+            kv_source_layers=[], full_size=self.full_tokens,
+        )
+        pool.register_mapping(torch.arange(self.full_tokens, dtype=torch.int64, device=device) % SWA_POOL_TOKENS)
+        self.runner.token_to_kv_pool = pool
+        from sglang.srt.mem_cache.kv_index_translator import KVIndexTranslator
+
+        self.runner.kv_index_translator = KVIndexTranslator(
+            req_to_token=self.runner.req_to_token_pool.req_to_token,
+            token_to_kv_pool_allocator=self.runner.token_to_kv_pool_allocator,
+            token_to_kv_pool=pool, page_size=PAGE, device=device,
+        )
+        for layer, ratio in enumerate(RATIOS):
+            if ratio:
+                need = (self.full_tokens // PAGE) * (PAGE // ratio)
+                have = pool.get_extra_key_buffer(layer).shape[0] * (PAGE // ratio)
+                if have < need:
+                    raise RuntimeError(f"C{ratio} cache holds {have} rows, the page table needs {need}")
+        self._fill_caches()
+
+    def _fill_caches(self) -> None:
+        """Quantized random rows: a few pages written with the production recipe, tiled over each cache."""
+        from sglang_dsv4_sparse import layout as L
+
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        pool = self.runner.token_to_kv_pool
+        for layer, ratio in enumerate(RATIOS):
+            caches = [(pool.get_swa_key_buffer_radix(layer), PAGE)]
+            if ratio:
+                caches.append((pool.get_extra_key_buffer(layer), PAGE // ratio))
+            for cache, page_size in caches:
+                pages = cache.view(torch.uint8).view(cache.shape[0], -1)
+                tile = min(16, pages.shape[0])
+                rows = torch.randn(tile * page_size, 512, generator=gen, device=self.device).to(torch.bfloat16)
+                template = L.new_cache(tile, page_size, device=self.device)
+                L.quantize_into_paged_cache(template, torch.arange(tile * page_size, device=self.device), rows, page_size)
+                flat = template.view(torch.uint8).view(tile, -1)[:, : pages.shape[1]]
+                for start in range(0, pages.shape[0], tile):
+                    n = min(tile, pages.shape[0] - start)
+                    pages[start : start + n] = flat[:n]
+
+    def layer(self, layer_id: int, real_heads: int):
+        from sglang.srt.layers.radix_attention import RadixAttention
+
+        return RadixAttention(num_heads=real_heads, head_dim=512, scaling=512**-0.5, num_kv_heads=1,
+                              layer_id=layer_id, v_head_dim=512)
+
+    def batch(self, mode: str, prefix: list, ext: list):
+        """A ForwardBatch whose requests hold consecutive, page-aligned full-cache ids."""
+        from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+
+        dev = self.device
+        seq = [p + e for p, e in zip(prefix, ext)]
+        req_to_token = self.runner.req_to_token_pool.req_to_token
+        bases, base = [], PAGE
+        for s in seq:
+            if s > self.max_context:
+                raise ValueError(f"a request of {s} tokens exceeds the deployment's {self.max_context}")
+            bases.append(base)
+            base += -(-s // PAGE) * PAGE
+        if base > self.full_tokens:
+            raise ValueError(f"the batch needs {base} full-cache ids, the pool has {self.full_tokens}")
+        for r, (b, s) in enumerate(zip(bases, seq)):
+            req_to_token[r, :s] = torch.arange(b, b + s, dtype=req_to_token.dtype, device=dev)
+        positions = torch.cat([torch.arange(p, p + e, device=dev) for p, e in zip(prefix, ext)])
+        locs = torch.cat([torch.arange(b + p, b + p + e, device=dev) for b, p, e in zip(bases, prefix, ext)])
+        forward_mode = getattr(ForwardMode, mode)
+        fb = ForwardBatch(
+            forward_mode=forward_mode, batch_size=len(seq),
+            input_ids=torch.zeros(positions.numel(), dtype=torch.int64, device=dev),
+            req_pool_indices=torch.arange(len(seq), dtype=torch.int32, device=dev),
+            seq_lens=torch.tensor(seq, dtype=torch.int32, device=dev),
+            seq_lens_cpu=torch.tensor(seq, dtype=torch.int32), out_cache_loc=locs.to(torch.int64),
+            seq_lens_sum=sum(seq), positions=positions.to(torch.int64),
+        )
+        self.runner.kv_index_translator.bind_own_plan(fb)
+        if forward_mode != ForwardMode.DECODE:
+            fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32, device=dev)
+            fb.extend_prefix_lens_cpu = list(prefix)
+            fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32, device=dev)
+            fb.extend_seq_lens_cpu = list(ext)
+            fb.extend_start_loc = torch.tensor([sum(ext[:i]) for i in range(len(ext))], dtype=torch.int32, device=dev)
+            fb.extend_num_tokens = sum(ext)
+        return fb, bases, seq
+
+    def c4_picks(self, prefix, ext, bases, gen):
+        """Random request-local picks (the indexer's raw output) and the same as C4-cache ids."""
+        dev = self.device
+        raw_rows, ids_rows = [], []
+        per_page = PAGE // 4
+        for p, e, b in zip(prefix, ext, bases):
+            pos = torch.arange(p, p + e, device=dev)
+            lens = torch.clamp((pos + 1) // 4, max=TOPK)
+            local = (torch.rand(e, TOPK, generator=gen, device=dev) * ((pos + 1) // 4).clamp_min(1)[:, None]).long()
+            local = torch.where(torch.arange(TOPK, device=dev)[None, :] < lens[:, None], local, -1)
+            raw_rows.append(local)
+            # Request pages are consecutive from full page b // PAGE; C4 page p holds full page p's rows.
+            ids_rows.append(torch.where(local >= 0, (b // PAGE) * per_page + local, -1))
+        return torch.cat(raw_rows).to(torch.int32), torch.cat(ids_rows).to(torch.int32)
+
+
+def _mode(name):
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    return getattr(ForwardMode, name)
+
+
+def _factories():
+    from sglang.srt.layers.attention.deepseek_v4_backend import DeepseekV4AttnBackend
+
+    from sglang_dsv4_sparse.sglang_backend import backend_class
+
+    return {"sglang": DeepseekV4AttnBackend, "ours": backend_class()}
+
+
+def _write_c4(backend, raw, ids):
+    core = backend.forward_metadata.core_attn_metadata
+    n = raw.shape[0]
+    core.c4_sparse_page_indices[:n, : ids.shape[1]].copy_(ids)
+    if core.c4_sparse_raw_indices is not None:
+        core.c4_sparse_raw_indices[:n, : raw.shape[1]].copy_(raw)
+
+
+def _query(num_tokens, heads, gen, device):
+    q = torch.zeros(num_tokens, KERNEL_WIDTH if heads <= KERNEL_WIDTH else heads, 512, dtype=torch.bfloat16, device=device)
+    q[:, :heads] = (torch.randn(num_tokens, heads, 512, generator=gen, device=device) * 0.5).to(torch.bfloat16)
+    sink = torch.zeros(q.shape[1], device=device)
+    sink[:heads] = torch.randn(heads, generator=gen, device=device)
+    return q, sink
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_ms(fn, device, reps):
+    times = []
+    for _ in range(reps):
+        if device == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _wall_ms(fn, device, reps):
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def bench_extend(dep, factory, name, heads, prefix, ext, reps):
+    from sglang.srt.environ import envs
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    dev = dep.device
+    gen = torch.Generator(device=dev).manual_seed(1)
+    fb, bases, _ = dep.batch("EXTEND", prefix, ext)
+    raw, ids = dep.c4_picks(prefix, ext, bases, gen)
+    q, sink = _query(sum(ext), heads, gen, dev)
+    backend = factory(dep.runner)
+    layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
+    row = {}
+    with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)), \
+            envs.SGLANG_OPT_FLASHMLA_SPARSE_PREFILL.override(True):
+
+        def init():
+            backend.init_forward_metadata(fb)
+            _write_c4(backend, raw, ids)
+
+        def layer(i):
+            return backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb, compress_ratio=RATIOS[i],
+                                   save_kv_cache=False, attn_sink=sink)
+
+        def step():
+            init()
+            for i in range(len(RATIOS)):
+                layer(i)
+
+        step()  # compile, autotune, allocate
+        if name == "ours" and backend._dsv4_step is None:
+            raise RuntimeError("our backend left the step to SGLang")
+        row["meta"] = _wall_ms(init, dev, reps)
+        row["step"] = _wall_ms(step, dev, reps)
+        init()
+        for i, ratio in enumerate(RATIOS):
+            layer(i)
+            row[f"c{ratio}"] = _median_ms(lambda: layer(i), dev, reps)
+    del backend
+    return row
+
+
+def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    dev = dep.device
+    gen = torch.Generator(device=dev).manual_seed(2)
+    prefix, ext = [ctx - 1] * bs, [1] * bs
+    fb, bases, _ = dep.batch("DECODE", prefix, ext)
+    raw, ids = dep.c4_picks(prefix, ext, bases, gen)
+    q, sink = _query(bs, heads, gen, dev)
+    backend = factory(dep.runner)
+    layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
+    row = {}
+    with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)):
+        backend.init_cuda_graph_state(max_bs=bs, max_num_tokens=bs)
+        backend.init_forward_metadata_out_graph(fb, in_capture=True)
+
+        def body():
+            backend.init_forward_metadata_in_graph(fb)
+            # Stands for the C4 indexer: the same copy for both backends.
+            backend.forward_metadata.core_attn_metadata.c4_sparse_page_indices[:bs, :TOPK].copy_(ids)
+            return [
+                backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb, compress_ratio=RATIOS[i],
+                                save_kv_cache=False, attn_sink=sink)
+                for i in range(len(RATIOS))
+            ]
+
+        if dev != "cuda":
+            body()
+            row["step"] = _median_ms(body, dev, reps)
+            return row
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            body()
+        if name == "ours" and backend._dsv4_step is None:
+            raise RuntimeError("our backend left the decode step to SGLang")
+        backend.init_forward_metadata_out_graph(fb)
+        graph.replay()
+        row["step"] = _median_ms(graph.replay, dev, max(reps, 20))
+        row["meta_out_graph"] = _wall_ms(lambda: backend.init_forward_metadata_out_graph(fb), dev, reps)
+    del graph, backend
+    return row
+
+
+def main() -> int:
+    args = parse_args()
+    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.tiny:
+        print("bench_sglang_ab.py: needs a CUDA GPU (or --tiny for a CPU plumbing check)", file=sys.stderr)
+        return 2
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        import sglang.srt.layers.attention.deepseek_v4_backend as parent
+
+        # FlashMLA's scheduler metadata and the compressors' JIT planner are CUDA-only.
+        parent._create_flashmla_metadata = lambda: None
+        parent.create_paged_compressor_data = lambda **_: None
+    extends, decodes, heads_list = plan_rows(args)
+    max_reqs = max([n for *_, n in extends] + [b for b, _ in decodes])
+    max_context = max([p + c for c, p, _ in extends] + [ctx for _, ctx in decodes])
+    full_tokens = max([n * (-(-(p + c) // PAGE) * PAGE) for c, p, n in extends]
+                      + [b * (-(-ctx // PAGE) * PAGE) for b, ctx in decodes])
+    t0 = time.time()
+    dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
+    print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
+    factories = _factories()
+    names = ("ours",) if args.tiny else ("sglang", "ours")
+    reps = 2 if args.tiny else 5
+    results = []
+    total = len(heads_list) * (len(extends) + len(decodes))
+    done = 0
+    for heads in heads_list:
+        for chunk, prefix, nreq in extends:
+            done += 1
+            row = dict(kind="extend", heads=heads, chunk=chunk, prefix=prefix, reqs=nreq)
+            for name in names:
+                try:
+                    row[name] = bench_extend(dep, factories[name], name, heads, [prefix] * nreq, [chunk] * nreq, reps)
+                except Exception as exc:
+                    traceback.print_exc()
+                    row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
+                torch.cuda.empty_cache() if device == "cuda" else None
+            results.append(row)
+            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {row}", flush=True)
+        for bs, ctx in decodes:
+            done += 1
+            row = dict(kind="decode", heads=heads, bs=bs, ctx=ctx)
+            for name in names:
+                try:
+                    row[name] = bench_decode_graph(dep, factories[name], name, heads, bs, ctx, reps)
+                except Exception as exc:
+                    traceback.print_exc()
+                    row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
+            results.append(row)
+            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {row}", flush=True)
+    meta = _run_header(device)
+    path = args.json or os.path.join(os.environ.get("OUT", "."), "bench_sglang_ab.json")
+    with open(path, "w") as f:
+        json.dump(dict(header=meta, rows=results), f, indent=1)
+    print_tables(meta, results, markdown=args.markdown)
+    return 0
+
+
+def _run_header(device) -> dict:
+    import subprocess
+
+    import triton
+
+    try:
+        from importlib.metadata import version
+
+        sglang_version = version("sglang")
+    except Exception:
+        sglang_version = "?"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True).stdout.strip() or "?"
+    except Exception:
+        commit = "?"
+    return dict(
+        gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu", date=time.strftime("%Y-%m-%d", time.gmtime()),
+        torch=torch.__version__, triton=triton.__version__, sglang=sglang_version, commit=commit,
+    )
+
+
+def _fmt(v):
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def print_tables(meta, rows, markdown=False):
+    header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
+    ext_cols = ["meta", "c0", "c4", "c128", "step"]
+    lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step"]
+    head = ["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"]
+    table = [head]
+    for r in rows:
+        if r["kind"] != "extend":
+            continue
+        cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]]
+        cells += [_pair(r, c) for c in ext_cols] + [_ratio(r, "step")]
+        table.append(cells)
+    lines += _render(table, markdown)
+    lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
+    table = [["heads", "bs", "ctx", "step", "ratio"]]
+    for r in rows:
+        if r["kind"] != "decode":
+            continue
+        table.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")])
+    lines += _render(table, markdown)
+    print("\n".join(lines))
+
+
+def _pair(r, key):
+    def one(name):
+        v = r.get(name, {})
+        if "error" in v:
+            return "ERR"
+        return f"{v[key]:.3f}" if key in v else "-"
+
+    return f"{one('sglang')} / {one('ours')}"
+
+
+def _ratio(r, key):
+    a, b = r.get("sglang", {}).get(key), r.get("ours", {}).get(key)
+    return f"{b / a:.2f}" if a and b else "-"
+
+
+def _render(table, markdown):
+    if markdown:
+        out = ["| " + " | ".join(map(str, table[0])) + " |", "|" + " --- |" * len(table[0])]
+        out += ["| " + " | ".join(map(str, row)) + " |" for row in table[1:]]
+        return out
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in table]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
