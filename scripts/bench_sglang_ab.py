@@ -21,8 +21,10 @@ same C4 top-k (random picks written where SGLang's indexer writes them).
   replay.
 
 Heads 8 and 16 are a tensor-parallel rank's: the query is zero-padded to 64
-for both backends, as the DSv4 model hands it over. Rows run SGLang then ours,
-back to back. Imports the test-only stand-ins from ``tests/sglang``.
+for both backends, as the DSv4 model hands it over. There ours runs twice:
+``ours`` with ``SGLANG_DSV4_SPARSE_KERNELS=auto`` and ``ours_fm`` with it set
+to ``flashmla`` (the padded query through FlashMLA), which measures the
+dispatch rule. Rows run SGLang, then ours, back to back. Imports the test-only stand-ins from ``tests/sglang``.
 """
 
 from __future__ import annotations
@@ -219,7 +221,31 @@ def _factories():
 
     from sglang_dsv4_sparse.sglang_backend import backend_class
 
-    return {"sglang": DeepseekV4AttnBackend, "ours": backend_class()}
+    return {"sglang": DeepseekV4AttnBackend, "ours": backend_class(), "ours_fm": backend_class()}
+
+
+def _names_for(names, heads):
+    """``ours_fm`` (FlashMLA on the padded query) only differs from ``ours`` below 64 heads."""
+    return [n for n in names if n != "ours_fm" or heads < KERNEL_WIDTH]
+
+
+class _kernels:
+    """``SGLANG_DSV4_SPARSE_KERNELS=flashmla`` while ``ours_fm`` runs (read per call by the dispatch)."""
+
+    def __init__(self, name):
+        self.force = name == "ours_fm"
+
+    def __enter__(self):
+        self.saved = os.environ.get("SGLANG_DSV4_SPARSE_KERNELS")
+        if self.force:
+            os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = "flashmla"
+
+    def __exit__(self, *exc):
+        if self.force:
+            if self.saved is None:
+                del os.environ["SGLANG_DSV4_SPARSE_KERNELS"]
+            else:
+                os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = self.saved
 
 
 def _write_c4(backend, raw, ids):
@@ -384,7 +410,7 @@ def main() -> int:
     dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
     factories = _factories()
-    names = ("ours",) if args.tiny else ("sglang", "ours")
+    names = ("ours",) if args.tiny else ("sglang", "ours", "ours_fm")
     reps = 2 if args.tiny else 5
     results = []
     total = len(heads_list) * (len(extends) + len(decodes))
@@ -393,9 +419,10 @@ def main() -> int:
         for chunk, prefix, nreq in extends:
             done += 1
             row = dict(kind="extend", heads=heads, chunk=chunk, prefix=prefix, reqs=nreq)
-            for name in names:
+            for name in _names_for(names, heads):
                 try:
-                    row[name] = bench_extend(dep, factories[name], name, heads, [prefix] * nreq, [chunk] * nreq, reps)
+                    with _kernels(name):
+                        row[name] = bench_extend(dep, factories[name], name, heads, [prefix] * nreq, [chunk] * nreq, reps)
                 except Exception as exc:
                     traceback.print_exc()
                     row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
@@ -405,9 +432,10 @@ def main() -> int:
         for bs, ctx in decodes:
             done += 1
             row = dict(kind="decode", heads=heads, bs=bs, ctx=ctx)
-            for name in names:
+            for name in _names_for(names, heads):
                 try:
-                    row[name] = bench_decode_graph(dep, factories[name], name, heads, bs, ctx, reps)
+                    with _kernels(name):
+                        row[name] = bench_decode_graph(dep, factories[name], name, heads, bs, ctx, reps)
                 except Exception as exc:
                     traceback.print_exc()
                     row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
@@ -450,38 +478,42 @@ def _fmt(v):
 def print_tables(meta, rows, markdown=False):
     header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
     ext_cols = ["meta", "c0", "c4", "c128", "step"]
-    lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step"]
-    head = ["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"]
+    lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
+             " fm = ours with FlashMLA on the padded query"]
+    head = ["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio", "fm step", "fm ratio"]
     table = [head]
     for r in rows:
         if r["kind"] != "extend":
             continue
         cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]]
-        cells += [_pair(r, c) for c in ext_cols] + [_ratio(r, "step")]
+        cells += [_pair(r, c) for c in ext_cols] + [_ratio(r, "step"), _one(r, "ours_fm", "step"),
+                                                     _ratio(r, "step", "ours_fm")]
         table.append(cells)
     lines += _render(table, markdown)
     lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
-    table = [["heads", "bs", "ctx", "step", "ratio"]]
+    table = [["heads", "bs", "ctx", "step", "ratio", "fm step", "fm ratio"]]
     for r in rows:
         if r["kind"] != "decode":
             continue
-        table.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")])
+        table.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step"), _one(r, "ours_fm", "step"),
+                      _ratio(r, "step", "ours_fm")])
     lines += _render(table, markdown)
     print("\n".join(lines))
 
 
+def _one(r, name, key):
+    v = r.get(name, {})
+    if "error" in v:
+        return "ERR"
+    return f"{v[key]:.3f}" if key in v else "-"
+
+
 def _pair(r, key):
-    def one(name):
-        v = r.get(name, {})
-        if "error" in v:
-            return "ERR"
-        return f"{v[key]:.3f}" if key in v else "-"
-
-    return f"{one('sglang')} / {one('ours')}"
+    return f"{_one(r, 'sglang', key)} / {_one(r, 'ours', key)}"
 
 
-def _ratio(r, key):
-    a, b = r.get("sglang", {}).get(key), r.get("ours", {}).get(key)
+def _ratio(r, key, ours="ours"):
+    a, b = r.get("sglang", {}).get(key), r.get(ours, {}).get(key)
     return f"{b / a:.2f}" if a and b else "-"
 
 

@@ -23,13 +23,14 @@ for a in "$@"; do
 done
 FLASHMLA=(sgl-flash-mla==1.0.0)
 # SGLang and the pure-Python packages that its DSv4 attention and test kit
-# (the CUDA-graph runner imports the model runner, hence uvicorn) need and the
+# (the CUDA-graph runner imports the model runner, hence uvicorn and fastapi)
+# need and the
 # GPU machine's image does not have.
 SGLANG=(
   sglang==0.5.23 orjson pybase64 starlette msgspec pydantic pydantic-core annotated-types
   typing-inspection pyzmq dill apache-tvm-ffi==0.1.11 compressed-tensors==0.18.0 gguf zstandard
   sniffio loguru traitlets openai==2.8.0 distro jiter partial-json-parser typing-extensions
-  uvicorn h11 click
+  uvicorn h11 click fastapi annotated-doc opentelemetry-api importlib-metadata zipp anyio idna
 )
 WANT=("${FLASHMLA[@]}")
 [ "$FLASHMLA_ONLY" = 1 ] || WANT+=("${SGLANG[@]}")

@@ -70,7 +70,7 @@ import torch
 from . import dispatch
 from . import layout as L
 from .core.forward import Workspace, decode_layer, prefill_layer
-from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_paged_plan, build_prefill_plan
+from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
 from .validation import bounds_check_enabled, env_flag
 
@@ -88,6 +88,11 @@ HANDLED_RATIOS = (0, 4, 128)
 _C4_FIELDS = {
     ROUTE_SPARSE_PREFILL: ("c4_sparse_raw_indices",),
     ROUTE_PAGED: ("c4_sparse_page_indices", "c4_sparse_topk_lengths"),
+}
+# What the paged route's plan views (_SparseBackendMixin._paged_plan), per compress ratio.
+_PAGED_FIELDS = {
+    0: ("swa_page_indices", "swa_topk_lengths"),
+    128: ("c128_page_indices", "c128_topk_lengths_clamp1"),
 }
 
 
@@ -337,15 +342,17 @@ class _SparseBackendMixin:
             if pool.get_extra_key_page_size(layer.layer_id) != step.inputs.compressed_page_sizes.get(compress_ratio):
                 return "compressed cache page size differs from the plan's"
         if compress_ratio == 4:
-            return self._missing_c4_field(step)
+            return self._missing_field(step, 4)
         return None
 
-    def _missing_c4_field(self, step: StepState) -> Optional[str]:
+    def _missing_field(self, step: StepState, ratio: int) -> Optional[str]:
+        """Why a metadata field the core reads for a ``ratio`` layer on this route is unusable, or None."""
         core = self.forward_metadata.core_attn_metadata
-        for name in _C4_FIELDS[step.route]:
+        names = _C4_FIELDS[step.route] if ratio == 4 else _PAGED_FIELDS[ratio]
+        for name in names:
             buf = getattr(core, name, None)
             if not isinstance(buf, torch.Tensor) or buf.shape[0] < step.num_tokens:
-                return f"the C4 top-k field {name} is missing or has fewer than {step.num_tokens} rows"
+                return f"SGLang's metadata field {name} is missing or has fewer than {step.num_tokens} rows"
         return None
 
     def _note_fallback(self, reason: str) -> None:
@@ -378,12 +385,15 @@ class _SparseBackendMixin:
         self._dsv4_step = self._planned(self._plan_decode(forward_batch))
 
     def _planned(self, step: StepState) -> Optional[StepState]:
-        """``step``, or None (SGLang runs the step) when a buffer its C4 layers read is missing."""
-        if self.forward_metadata.core_attn_metadata.has_c4:
-            reason = self._missing_c4_field(step)
-            if reason is not None:
-                self._note_fallback(reason)
-                return None
+        """``step``, or None (SGLang runs the step) when a metadata buffer its layers read is missing."""
+        reason = self._missing_field(step, 4) if self.forward_metadata.core_attn_metadata.has_c4 else None
+        if reason is None and step.route == ROUTE_PAGED:
+            reason = self._missing_field(step, 0)
+            if reason is None and self.forward_metadata.core_attn_metadata.has_c128:
+                reason = self._missing_field(step, 128)
+        if reason is not None:
+            self._note_fallback(reason)
+            return None
         return step
 
     def init_forward_metadata_for_breakable_cuda_graph_capture(self, forward_batch):
@@ -452,7 +462,7 @@ class _SparseBackendMixin:
         row_limit = paged_kernel_row_limit(self.device, self._dsv4_router_heads)
         if use_sparse_prefill(num_tokens, row_limit=row_limit, flag=sparse_prefill_flag()):
             return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, build_prefill_plan(inputs), num_tokens)
-        return StepState(metadata, inputs, ROUTE_PAGED, build_paged_plan(inputs), num_tokens)
+        return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_tokens), num_tokens)
 
     def _plan_decode(self, forward_batch) -> StepState:
         """DECODE: graph-safe (see the module docstring); one query row per request."""
@@ -474,7 +484,37 @@ class _SparseBackendMixin:
             extend_lens_cpu=[1] * num_rows,
             positions=core.positions_casual[:num_rows],
         )
-        return StepState(metadata, inputs, ROUTE_PAGED, build_paged_plan(inputs), num_rows, in_graph=_capturing())
+        return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_rows), num_rows, in_graph=_capturing())
+
+    def _paged_plan(self, inputs: StepInputs, num_tokens: int) -> PagedPlan:
+        """The paged route's plan: views of the index rows SGLang's metadata built for its own paged attention.
+
+        SGLang's decode (and dense extend) metadata already holds, per query,
+        the SWA-cache ids of its window, the C128-cache ids it reads, their
+        lengths and FlashMLA's per-ratio scheduler metadata; the core's
+        ``build_paged_plan`` would compute the same ids again, in some
+        twenty kernels per step. Views cost nothing and stay right under
+        CUDA-graph replay, since they are taken from the metadata built in
+        the graph.
+        """
+        core = self.forward_metadata.core_attn_metadata
+        rows = slice(0, num_tokens)
+        plan = PagedPlan(
+            num_tokens=num_tokens,
+            swa_page_size=inputs.swa_page_size,
+            swa_indices=core.swa_page_indices[rows].unsqueeze(1),
+            swa_lens=core.swa_topk_lengths[rows],
+            compressed_page_tables=inputs.compressed_page_tables,
+            compressed_page_sizes=inputs.compressed_page_sizes,
+        )
+        if core.has_c128:
+            plan.c128_indices = core.c128_page_indices[rows].unsqueeze(1)
+            plan.c128_lens = core.c128_topk_lengths_clamp1[rows]
+        for ratio in (0, 4, 128):
+            meta = core.get_flashmla_metadata(ratio)
+            if meta is not None:
+                plan.sched_meta[ratio] = meta
+        return plan
 
     # ---- attention ---------------------------------------------------------
 

@@ -163,16 +163,21 @@ class PrefillPlan:
 
 @dataclass
 class PagedPlan:
-    """Layer-independent inputs of the paged route (decode, or extends sent there)."""
+    """Layer-independent inputs of the paged route (decode, or extends sent there).
+
+    ``build_paged_plan`` fills every field; the SGLang backend instead views
+    the same index rows in SGLang's own metadata and leaves ``req_of_token``
+    and ``query_pos`` (only :func:`topk_to_token_ids` reads them) unset.
+    """
 
     num_tokens: int
-    req_of_token: torch.Tensor  # (T,) int64
-    query_pos: torch.Tensor  # (T,) int64
     swa_page_size: int
-    swa_indices: torch.Tensor  # (T, 1, window) int32 SWA-cache ids, valid entries first, -1 after
+    swa_indices: torch.Tensor  # (T, 1, window) int32 SWA-cache ids, -1 = hole; the first swa_lens count
     swa_lens: torch.Tensor  # (T,) int32
     compressed_page_tables: Dict[int, torch.Tensor]
     compressed_page_sizes: Dict[int, int]
+    req_of_token: Optional[torch.Tensor] = None  # (T,) int64
+    query_pos: Optional[torch.Tensor] = None  # (T,) int64
     c128_indices: Optional[torch.Tensor] = None  # (T, 1, width) int32 C128-cache ids
     c128_lens: Optional[torch.Tensor] = None
     sched_meta: Dict[int, object] = field(default_factory=dict)  # FlashMLA metadata per ratio
@@ -327,6 +332,8 @@ def readable_topk_lengths(query_pos: torch.Tensor, ratio: int, k: int) -> torch.
 
 def topk_to_token_ids(plan: PagedPlan, ratio: int, topk_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A C4 layer's request-local top-k rows as ids into its paged cache, and their lengths."""
+    if plan.req_of_token is None or plan.query_pos is None:
+        raise ValueError("plan must come from build_paged_plan (it needs each query's request and position)")
     table = plan.compressed_page_tables[ratio]
     page_size = plan.compressed_page_sizes[ratio]
     k = topk_indices.shape[1]
