@@ -60,7 +60,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="a few rows of each kind")
     p.add_argument("--tiny", action="store_true", help="CPU plumbing check: tiny shapes, our backend only")
     p.add_argument("--json", default=None, help="default: $OUT/bench_sglang_ab.json")
-    p.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--from-json", default=None, help="print the tables of an earlier run's JSON and exit")
     return p.parse_args()
 
 
@@ -389,6 +390,11 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
 
 def main() -> int:
     args = parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print_tables(saved["header"], saved["rows"], markdown=args.markdown)
+        return 0
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:

@@ -5,23 +5,16 @@ when ``flash_mla`` imports and the head count is one it takes, Triton
 otherwise), ``flashmla`` (fail loudly if it cannot run) or ``triton``.
 
 FlashMLA on SM90 takes only 64 or 128 query heads; a tensor-parallel rank of
-DSv4-Flash holds 16 (TP 4) or 8 (TP 8). Measured on an H200 (BENCHMARKS.md,
-2026-11-22, graph-timed decode, SWA 128 + C4 512; prefill top-k 640):
+DSv4-Flash holds 16 (TP 4) or 8 (TP 8), which SGLang zero-pads to 64.
 
-* decode with 16 heads: Triton at the native count beats FlashMLA padded to 64
-  heads at b 1 / 8 / 32 / 64 / 256 / 512 (0.60-0.84x its time) and is 6%
-  slower at b 128 (third session's runs);
-* prefill with 16 heads: Triton at the native count takes 0.82-0.85x
-  FlashMLA's time (s_q 8192 / 32768, rows from an L2-resident 32 MB buffer
-  or a 256 MB one; fifth session's run);
-* 64 and 128 heads: FlashMLA is faster for most shapes (decode up to 1.7x,
-  prefill 1.5-1.9x); Triton's wins (decode b 1 and b 64 at 64 heads,
-  0.88-0.93x) are too scattered to route on.
-
-So ``auto`` sends prefill and decode of at most 16 heads to Triton, and
-everything else that FlashMLA can run to FlashMLA, padding heads with zeros
-as SGLang does. Triton runs where FlashMLA cannot (other GPUs, no wheel) or
-when forced.
+``auto`` runs FlashMLA wherever it can, padding heads with zeros as SGLang
+does, at every head count. Inside SGLang's own step (scripts/bench_sglang_ab.py:
+graph-captured decode, eager prefill over SGLang's batches) FlashMLA on the
+padded query beat the native-head Triton kernels at 8 and 16 heads in every
+row measured, although the kernels alone, timed apart, favour Triton at 16
+heads; BENCHMARKS.md has the table and docs/design-notes.md the history.
+Triton runs where FlashMLA cannot (other GPUs, no wheel, more than 128
+heads) or when forced.
 """
 
 from __future__ import annotations
@@ -65,9 +58,11 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
-# Up to this many heads native-head Triton beats FlashMLA padded to 64 (measured).
-NATIVE_DECODE_MAX_HEADS = 16
-NATIVE_PREFILL_MAX_HEADS = 16
+# Up to this many heads ``auto`` runs native-head Triton even where FlashMLA runs:
+# none, since FlashMLA on the padded query measured faster inside SGLang's step
+# at 8 and 16 heads (see the module docstring).
+NATIVE_DECODE_MAX_HEADS = 0
+NATIVE_PREFILL_MAX_HEADS = 0
 
 
 def flashmla_padded_heads(num_heads: int) -> Optional[int]:
@@ -161,10 +156,7 @@ def describe(device: Optional[torch.device] = None) -> str:
         return f"kernels={choice}: Triton ({why})"
     if choice == "flashmla":
         return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
-    return (
-        f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton for prefill of "
-        f"<= {NATIVE_PREFILL_MAX_HEADS} heads and decode of <= {NATIVE_DECODE_MAX_HEADS} heads"
-    )
+    return f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton past 128 heads"
 
 
 def sparse_prefill_attention(

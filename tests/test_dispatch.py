@@ -36,27 +36,22 @@ def test_pad_heads_zero_fills_query_and_sink():
     assert same is q_pad and same_sink is sink_pad
 
 
-def test_few_head_calls_go_to_triton(monkeypatch):
-    # Where FlashMLA runs, decode and prefill of <= 16 heads still go to Triton
-    # at the native head count (measured faster); the rest to FlashMLA.
+def test_auto_runs_flashmla_at_every_head_count_it_takes(monkeypatch):
+    # Where FlashMLA runs, auto sends every head count it takes there, zero-padded
+    # (FlashMLA on the padded query measured faster inside SGLang's step).
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
     monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: heads <= 128)
     dev = torch.device("cpu")
-    assert not dispatch.decode_uses_flashmla(dev, 16)
-    assert dispatch.decode_uses_flashmla(dev, 17)
-    assert dispatch.decode_uses_flashmla(dev, 64)
-    # Any number of rows: the choice takes no row count.
-    assert dispatch.heads_to_run(16, 64, dev, paged_decode=True) == 16
-    assert dispatch.heads_to_run(17, 64, dev, paged_decode=True) == 64
-    # Prefill of <= 16 heads too goes to Triton at the native count; more heads to FlashMLA.
+    for heads in (8, 16, 17, 64):
+        assert dispatch.decode_uses_flashmla(dev, heads)
+        assert dispatch.prefill_uses_flashmla(dev, heads)
+    assert dispatch.heads_to_run(16, 64, dev, paged_decode=True) == 64
+    assert dispatch.heads_to_run(8, 64, dev) == 64
+    # Past 128 heads FlashMLA cannot run: Triton at the real count.
+    assert not dispatch.decode_uses_flashmla(dev, 129)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "triton")
+    monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: False)
     assert dispatch.heads_to_run(16, 64, dev) == 16
-    assert dispatch.heads_to_run(32, 64, dev) == 64
-    assert not dispatch.prefill_uses_flashmla(dev, 16)
-    assert dispatch.prefill_uses_flashmla(dev, 17)
-    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
-    assert dispatch.decode_uses_flashmla(dev, 16)
-    assert dispatch.prefill_uses_flashmla(dev, 16)
-    assert dispatch.heads_to_run(16, 64, dev) == 64
 
 
 def test_env_flags_parse_one_way(monkeypatch):
