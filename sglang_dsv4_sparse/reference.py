@@ -265,8 +265,9 @@ def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, p
     """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_ceiling.gather_rows_raw`."""
     rows = []
     region = L.scale_region_offset(page_size)
+    capacity = cache_u8.shape[0] * page_size
     for t in token_ids.long().tolist():
-        if t < 0:  # a hole: zero row
+        if not 0 <= t < capacity:  # a hole or past the cache: zero row
             rows.append(torch.zeros(2 * L.HEAD_DIM, dtype=torch.uint8))
             continue
         page, slot = divmod(t, page_size)
