@@ -17,14 +17,23 @@ from . import layout as L
 def build_swa_token_ids_reference(
     seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, swa_window: int
 ):
-    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids`."""
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids`.
+
+    A pool row or position outside ``req_to_token``, or a full-cache id
+    outside ``full_to_swa``, gives -1.
+    """
     ids, first_pos, gather_lens = [], [], []
+    pool_rows, max_len = req_to_token.shape
     for r in range(seq_lens.shape[0]):
         seq_len, ext = int(seq_lens[r]), int(extend_seq_lens[r])
         g = min(seq_len, ext + swa_window - 1)
         first = seq_len - g
-        full = req_to_token[int(req_pool_indices[r]), first:seq_len].long()
-        ids.append(full_to_swa[full].long())
+        pool_row = int(req_pool_indices[r])
+        row = []
+        for pos in range(first, seq_len):
+            full = int(req_to_token[pool_row, pos]) if 0 <= pool_row < pool_rows and 0 <= pos < max_len else -1
+            row.append(int(full_to_swa[full]) if 0 <= full < full_to_swa.shape[0] else -1)
+        ids.append(torch.tensor(row, dtype=torch.int64))
         first_pos.append(first)
         gather_lens.append(g)
     gl = torch.tensor(gather_lens, dtype=torch.int64)

@@ -4,8 +4,10 @@ Same positional arguments and outputs as SGLang 0.5.23's ``build_swa_token_ids``
 Differences: int32 or int64 inputs, int64 address math throughout (a
 ``req_to_token`` table of many requests times long contexts passes 2**31
 entries), one program per block of output ids rather than per request (the
-grid follows the work, not the batch), and stores masked to ``total_swa`` so a
-wrong ``total_swa`` cannot write past the output.
+grid follows the work, not the batch), stores masked to ``total_swa`` so a
+wrong ``total_swa`` cannot write past the output, and every lookup masked to
+its table: a pool row or position outside ``req_to_token``, or a full-cache id
+outside ``full_to_swa``, gives -1 instead of a read outside the table.
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def _swa_token_ids_kernel(
     req_pool_indices_ptr,
     req_to_token_ptr,
     req_to_token_stride,
+    pool_rows,
+    max_len,
     full_to_swa_ptr,
+    full_size,
     num_reqs,
     SEARCH_STEPS: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -46,9 +51,13 @@ def _swa_token_ids_kernel(
     start = tl.load(offsets_ptr + req, mask=ok, other=0).to(tl.int64)
     pos = tl.load(first_pos_ptr + req, mask=ok, other=0).to(tl.int64) + (flat - start)
     pool_row = tl.load(req_pool_indices_ptr + req, mask=ok, other=0).to(tl.int64)
-    full_id = tl.load(req_to_token_ptr + pool_row * req_to_token_stride + pos, mask=ok, other=0).to(tl.int64)
-    swa_id = tl.load(full_to_swa_ptr + full_id, mask=ok, other=0)
-    tl.store(out_ptr + flat, swa_id.to(tl.int32), mask=ok)
+    in_table = ok & (pool_row >= 0) & (pool_row < pool_rows) & (pos >= 0) & (pos < max_len)
+    full_id = tl.load(
+        req_to_token_ptr + pool_row * req_to_token_stride + pos, mask=in_table, other=-1
+    ).to(tl.int64)
+    mapped = in_table & (full_id >= 0) & (full_id < full_size)
+    swa_id = tl.load(full_to_swa_ptr + full_id, mask=mapped, other=-1)
+    tl.store(out_ptr + flat, tl.where(mapped, swa_id, -1).to(tl.int32), mask=ok)
 
 
 def build_swa_token_ids(
@@ -65,6 +74,9 @@ def build_swa_token_ids(
     Request ``r`` gathers positions ``[seq_len - g, seq_len)`` with
     ``g = min(seq_len, extend_len + swa_window - 1)``, mapped through
     ``req_to_token[req_pool_indices[r]]`` (full-cache ids) and ``full_to_swa``.
+    A pool row or position outside ``req_to_token``, or a full-cache id
+    outside ``full_to_swa``, gives the id -1 (``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
+    raises ``ValueError`` instead).
 
     Args:
         seq_lens, extend_seq_lens, req_pool_indices: ``(R,)`` int32/int64.
@@ -106,7 +118,10 @@ def build_swa_token_ids(
         req_pool_indices,
         req_to_token,
         req_to_token.stride(0),
+        req_to_token.shape[0],
+        req_to_token.shape[1],
         full_to_swa,
+        full_to_swa.shape[0],
         num_reqs,
         SEARCH_STEPS=max(num_reqs, 1).bit_length(),
         BLOCK=SWA_IDS_BLOCK,
