@@ -56,29 +56,41 @@ def combine_topk_swa_indices_reference(
     topk: int,
     swa_indices: Optional[torch.Tensor] = None,
     swa_lengths: Optional[torch.Tensor] = None,
+    compressed_lens: Optional[torch.Tensor] = None,
+    kv_rows: Optional[int] = None,
 ):
-    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`."""
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`.
+
+    Masks as the kernel does: lengths clamped to ``[0, width]``, a top-k entry
+    outside ``[0, compressed_lens[r])``, a window row outside the request's
+    window union and any entry outside ``[0, kv_rows)`` are -1.
+    """
     num_tokens = topk_indices.shape[0]
     width = -(-(topk + window_size) // L.INDEX_ROW_ALIGN) * L.INDEX_ROW_ALIGN
     out = torch.full((num_tokens, width), -1, dtype=torch.int64)
     lens = torch.zeros(num_tokens, dtype=torch.int64)
     qsl = query_start_loc.long().cpu() - int(query_start_loc[0])
     for r in range(seq_lens.shape[0]):
-        gather_start = int(seq_lens[r]) - int(gather_lens[r])
+        gather_len = int(gather_lens[r])
+        gather_start = int(seq_lens[r]) - gather_len
+        limit = int(compressed_lens[r]) if compressed_lens is not None else None
         for t in range(int(qsl[r]), min(int(qsl[r + 1]), num_tokens)):
             pos = int(query_pos[t])
-            k = min((pos + 1) // compress_ratio, topk)
+            k = max(min((pos + 1) // compress_ratio, topk), 0)
             row = topk_indices[t, :k].long()
-            out[t, :k] = torch.where(row >= 0, row + int(compressed_base[r]), -1)
+            ok = (row >= 0) if limit is None else (row >= 0) & (row < limit)
+            out[t, :k] = torch.where(ok, row + int(compressed_base[r]), -1)
             if swa_indices is None:
-                w = min(pos + 1, window_size)
-                first = int(swa_base[r]) + pos - w + 1 - gather_start
-                out[t, k : k + w] = torch.arange(first, first + w)
+                w = max(min(pos + 1, window_size), 0)
+                rel = torch.arange(w) + pos - w + 1 - gather_start
+                out[t, k : k + w] = torch.where((rel >= 0) & (rel < gather_len), rel + int(swa_base[r]), -1)
             else:
-                w = int(swa_lengths[t])
+                w = max(min(int(swa_lengths[t]), window_size), 0)
                 rel = swa_indices[t, :w].long()
                 out[t, k : k + w] = torch.where(rel >= 0, rel + int(swa_base[r]), -1)
             lens[t] = k + w
+    top = kv_rows if kv_rows is not None else 2**62
+    out = torch.where((out >= 0) & (out < top), out, -1)
     return out, lens
 
 

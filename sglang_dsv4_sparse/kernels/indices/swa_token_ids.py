@@ -18,6 +18,7 @@ import triton.language as tl
 
 from ...validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from ..triton_utils import check_launch_device
+from .bounds import check_swa_token_ids_bounds
 from .request_search import find_request
 
 # Output ids per program and warps. Each id costs two dependent gathers
@@ -107,7 +108,7 @@ def build_swa_token_ids(
     torch.cumsum(gather_lens, dim=0, out=offsets[1:])
     out = torch.empty(total_swa, dtype=torch.int32, device=device)
     if bounds_check_enabled():
-        _check_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa)
+        check_swa_token_ids_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa)
     if total_swa == 0 or num_reqs == 0:
         return out, first_pos, gather_lens, offsets
     _swa_token_ids_kernel[(triton.cdiv(total_swa, SWA_IDS_BLOCK),)](
@@ -129,23 +130,3 @@ def build_swa_token_ids(
     )
     return out, first_pos, gather_lens, offsets
 
-
-def _check_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa):
-    """The host-synchronising checks behind SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1."""
-    if int(offsets[-1]) != total_swa:
-        raise ValueError(f"total_swa={total_swa} but the window unions add up to {int(offsets[-1])}")
-    if seq_lens.numel() == 0:
-        return
-    if int(seq_lens.max()) > req_to_token.shape[1]:
-        raise ValueError(f"seq_lens reaches {int(seq_lens.max())}, past req_to_token's {req_to_token.shape[1]} columns")
-    if bool((extend_seq_lens > seq_lens).any()) or bool((extend_seq_lens < 0).any()):
-        raise ValueError("extend_seq_lens must lie in [0, seq_lens]")
-    if int(req_pool_indices.min()) < 0 or int(req_pool_indices.max()) >= req_to_token.shape[0]:
-        raise ValueError(f"req_pool_indices must lie in [0, {req_to_token.shape[0]})")
-    used = req_to_token[req_pool_indices.long()]
-    cols = torch.arange(req_to_token.shape[1], device=used.device)
-    first = first_pos.long()
-    in_window = (cols[None, :] >= first[:, None]) & (cols[None, :] < seq_lens[:, None].long())
-    ids = used[in_window]
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= full_to_swa.shape[0]):
-        raise ValueError(f"req_to_token holds ids outside full_to_swa's [0, {full_to_swa.shape[0]})")
