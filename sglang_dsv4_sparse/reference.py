@@ -110,7 +110,8 @@ def sparse_attention_reference(
     Returns ``(out [s_q, h, d_v] fp32, max_logits [s_q, h], lse [s_q, h])`` with
     the natural-log lse; a query with no valid key gives ``out = 0``,
     ``max_logits = -inf`` and ``lse = +inf`` (FlashMLA's convention: its kernels
-    and its own reference report an empty row's log-sum-exp as +inf).  With
+    and its own reference report an empty row's log-sum-exp as +inf), and a
+    head whose q holds NaN or inf gives NaN (see ``_attend``).  With
     ``attn_sink`` the output is scaled by ``1 / (1 + exp(attn_sink[h] - lse))``
     and lse is unchanged.
     """
@@ -121,16 +122,35 @@ def sparse_attention_reference(
     if topk_length is not None:
         valid &= torch.arange(idx.shape[1], device=idx.device)[None, :] < topk_length.long()[:, None]
     keys = kv[:, 0, :].float()[idx.clamp(0, max(s_kv - 1, 0))]  # [s_q, topk, d]
+    return _attend(q, keys, valid, sm_scale, attn_sink, d_v)
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sm_scale: float, attn_sink, d_v: int = L.HEAD_DIM):
+    """Softmax attention of ``q [s, h, d]`` over ``keys [s, k, d]`` where ``valid [s, k]`` (values: ``keys[..., :d_v]``).
+
+    Computed as the kernels' online softmax ends up: with the row's max
+    logit ``m``, ``p = exp(logit - m)``, ``out = p @ keys / sum(p)``,
+    ``lse = m + log(sum(p))``.  So a NaN logit (NaN or inf in q) makes the
+    head's ``out``, ``max_logits`` and ``lse`` NaN rather than an empty row,
+    and only a row whose logits are all ``-inf`` is empty (``out = 0``,
+    ``max_logits = -inf``, ``lse = +inf``).  Returns fp32
+    ``(out [s, h, d_v], max_logits [s, h], lse [s, h])``.
+    """
+    # Skipped slots may hold any bytes: zero them so 0 * inf cannot appear.
+    keys = keys.masked_fill(~valid[..., None], 0.0)
     logits = torch.einsum("shd,skd->shk", q.float(), keys) * sm_scale
     logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
     max_logits = logits.amax(dim=-1)
-    lse = torch.logsumexp(logits, dim=-1)
-    probs = torch.exp(logits - torch.where(torch.isfinite(lse), lse, 0)[..., None])
-    probs = torch.where(valid[:, None, :], probs, 0.0)
-    out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v])
+    m_ref = torch.where(torch.isneginf(max_logits), 0.0, max_logits)
+    probs = torch.exp(logits - m_ref[..., None])
+    total = probs.sum(dim=-1)
+    empty = total == 0
+    out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v]) / torch.where(empty, 1.0, total)[..., None]
+    lse = torch.where(empty, float("inf"), m_ref + torch.log(total))
+    # A +inf logit leaves the max at +inf but the sum NaN: report the head NaN throughout.
+    max_logits = torch.where(torch.isnan(total), float("nan"), max_logits)
     if attn_sink is not None:
         out = out / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
-    lse = torch.where(torch.isneginf(lse), float("inf"), lse)
     return out, max_logits, lse
 
 
@@ -269,16 +289,7 @@ def layer_attention_reference(
             keys.append(rows.view(b - a, ids.shape[1], L.HEAD_DIM).float())
             valid.append(ids >= 0)
         keys, valid = torch.cat(keys, 1), torch.cat(valid, 1)
-        # Skipped slots read whatever bytes id 0 holds (maybe NaN): zero them.
-        keys = keys.masked_fill(~valid[..., None], 0.0)
-        logits = torch.einsum("thd,tkd->thk", q[a:b].float(), keys) * sm_scale
-        logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-        lse = torch.logsumexp(logits, -1)
-        probs = torch.where(valid[:, None, :], torch.exp(logits - lse[..., None]), 0.0)
-        o = torch.einsum("thk,tkd->thd", probs, keys)
-        if attn_sink is not None:
-            o = o / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
-        out[a:b] = o
+        out[a:b] = _attend(q[a:b], keys, valid, sm_scale, attn_sink)[0]
     return out
 
 

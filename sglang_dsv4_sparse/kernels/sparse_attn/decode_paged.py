@@ -50,7 +50,8 @@ Design:
 Index semantics: an id < 0 (FlashMLA uses -1) or >= ``num_pages * page_size``
 is skipped (FlashMLA reads out of bounds for the latter); only the first
 ``topk_length[b]`` columns of a row count.  A row with no valid key gives
-``out = 0`` and ``lse = +inf``, as FlashMLA does.
+``out = 0`` and ``lse = +inf``, as FlashMLA does; a head whose q holds NaN or
+inf gives NaN ``out`` and ``lse``.
 """
 
 from __future__ import annotations
@@ -472,7 +473,7 @@ def _sparse_decode_paged_kernel(
             m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
 
     if WRITE_PARTIAL:
-        has_keys = l_i > 0
+        has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in _normalize
         l_ref = tl.where(has_keys, l_i, 1.0)
         part = (split * rows + row) * h_q + heads
         tl.store(part_o_ptr + part[:, None] * _HEAD_DIM + d[None, :], acc / l_ref[:, None], mask=head_ok[:, None])
@@ -612,7 +613,8 @@ def sparse_mla_decode_paged(
     Returns:
         ``(out [b, s_q, h_q, 512] bf16, lse [b, h_q, s_q] fp32)``: lse in natural log
         and FlashMLA's layout (a transposed view of a contiguous ``[b, s_q, h_q]``).
-        A row with no valid key gives ``out = 0`` and ``lse = +inf``.
+        A row with no valid key gives ``out = 0`` and ``lse = +inf``; a head
+        whose q holds NaN or inf gives NaN ``out`` and ``lse``.
     """
     check_tensor("q", q, dtypes=(torch.bfloat16,), ndim=4, last_dim_contiguous=True)
     check_launch_device("q", q)
