@@ -111,6 +111,20 @@ def check_ids_in_range(name: str, ids: torch.Tensor, upper: int, *, allow_negati
         raise ValueError(f"{name} must hold {holes}ids in [0, {upper}), found values in [{lo}, {hi}]")
 
 
+def counted_ids(indices: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``indices`` with the columns past each row's length as -1: the ids a kernel reads.
+
+    ``lengths`` has one entry per index of ``indices``' first dim (None: every
+    column counts); entries past a length are ignored by contract, so the
+    bounds flag must not reject them.
+    """
+    if lengths is None:
+        return indices
+    cols = torch.arange(indices.shape[-1], device=indices.device)
+    shape = (-1,) + (1,) * (indices.dim() - 1)
+    return torch.where(cols < lengths.to(indices.device).view(shape), indices, -1)
+
+
 def check_host_copy(name: str, t: torch.Tensor, host_name: str, host: Sequence[int]) -> None:
     """A tensor must hold the values of its host copy (a host sync: only under the bounds flag).
 

@@ -72,6 +72,24 @@ def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, n
         check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device)
 
 
+def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes) -> None:
+    """The layer's caches fit the plan's page sizes: checked here so the error names the layer's argument."""
+    _check_cache("swa_cache", swa_cache, swa_page_size)
+    if compress_ratio:
+        if compress_ratio not in compressed_page_sizes:
+            raise ValueError(
+                f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
+            )
+        _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio])
+
+
+def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
+    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype)."""
+    if isinstance(cache, torch.Tensor) and cache.dim() == 4 and cache.element_size() == 1:
+        cache = cache.view(torch.uint8)
+    L.as_byte_cache(cache, page_size, name)
+
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -96,6 +114,8 @@ def prefill_layer(
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
+    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
+    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -194,6 +214,7 @@ def decode_layer(
 ) -> torch.Tensor:
     """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16."""
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, plan.compressed_page_sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():

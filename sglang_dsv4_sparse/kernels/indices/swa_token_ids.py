@@ -80,7 +80,8 @@ def build_swa_token_ids(
     raises ``ValueError`` instead).
 
     Args:
-        seq_lens, extend_seq_lens, req_pool_indices: ``(R,)`` int32/int64.
+        seq_lens, extend_seq_lens, req_pool_indices: ``(R,)`` int32/int64
+            (``req_pool_indices`` contiguous: the kernel reads it).
         req_to_token: ``(pool_rows, max_len)`` int32/int64, unit inner stride.
         full_to_swa: 1-D int32/int64 map from full-cache id to SWA-cache id.
         swa_window: window size (128 for DSv4).
@@ -94,7 +95,7 @@ def build_swa_token_ids(
     check_launch_device("seq_lens", seq_lens)
     num_reqs = seq_lens.shape[0]
     check_tensor("extend_seq_lens", extend_seq_lens, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
-    check_tensor("req_pool_indices", req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
+    check_tensor("req_pool_indices", req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device, contiguous=True)
     check_tensor("req_to_token", req_to_token, dtypes=INDEX_DTYPES, ndim=2, device=device, last_dim_contiguous=True)
     check_tensor("full_to_swa", full_to_swa, dtypes=INDEX_DTYPES, ndim=1, device=device, contiguous=True)
     check_int("swa_window", swa_window, minimum=1)

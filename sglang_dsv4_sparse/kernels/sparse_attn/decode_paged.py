@@ -69,6 +69,7 @@ from ...validation import (
     bounds_check_enabled,
     check_ids_in_range,
     check_int,
+    counted_ids,
     check_tensor,
 )
 from ..paged_rows import row_byte_offsets
@@ -594,7 +595,9 @@ def sparse_mla_decode_paged(
             uint8/int8/fp8 view (P read from its shape), or the
             ``(num_pages, page_bytes(P))`` cache with ``page_size=P``.
         indices: ``[b, s_q, topk]`` int32 (or int64) token ids into ``k_cache``
-            (``page = id // P``, ``slot = id % P``); an id < 0 or past the cache is skipped.
+            (``page = id // P``, ``slot = id % P``); an id < 0 or past the cache is
+            skipped (with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 may be,
+            among the columns ``topk_length`` counts; others raise ``ValueError``).
         topk_length: optional ``[b]`` int32/int64: only the first ``topk_length[i]``
             columns of batch ``i``'s rows count.
         attn_sink: optional ``[h_q]`` fp32: output scaled by ``1 / (1 + exp(sink - lse))``.
@@ -675,9 +678,12 @@ def sparse_mla_decode_paged(
     k_capacity = k_u8.shape[0] * page_size
     x_capacity = x_u8.shape[0] * extra_page_size
     if bounds_check_enabled():
-        check_ids_in_range("indices", indices, k_capacity, allow_negative=True)
+        check_ids_in_range("indices", counted_ids(indices, topk_length), k_capacity, allow_negative=True)
         if has_extra:
-            check_ids_in_range("extra_indices_in_kvcache", extra_indices_in_kvcache, x_capacity, allow_negative=True)
+            check_ids_in_range(
+                "extra_indices_in_kvcache", counted_ids(extra_indices_in_kvcache, extra_topk_length), x_capacity,
+                allow_negative=True,
+            )
 
     out = torch.empty((b, s_q, h_q, head_dim_v), dtype=torch.bfloat16, device=device)
     lse = torch.empty((b, s_q, h_q), dtype=torch.float32, device=device)

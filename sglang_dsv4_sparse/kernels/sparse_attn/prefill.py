@@ -54,7 +54,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ... import layout as L
-from ...validation import INDEX_DTYPES, check_int, check_tensor
+from ...validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor, counted_ids
 from ..triton_utils import check_launch_device, interpreting
 
 LOG2E = math.log2(math.e)
@@ -424,7 +424,9 @@ def sparse_mla_fwd(
         q: ``[s_q, h_q, 512]`` bf16, unit stride in the last dim; ``h_q`` in 1..128 (any).
         kv: ``[s_kv, 1, 512]`` bf16 rows (K is V), unit stride in the last dim.
         indices: ``[s_q, 1, topk]`` int32 (or int64) rows of ``kv``, unit stride in
-            the last dim.  An index < 0 or >= ``s_kv`` is skipped.
+            the last dim.  An index < 0 or >= ``s_kv`` is skipped (with
+            ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 may be, among the
+            columns ``topk_length`` counts; others raise ``ValueError``).
         sm_scale: softmax scale applied to ``q . k``.
         d_v: value dim; only 512 (K is V).
         attn_sink: optional ``[h_q]`` fp32; the output of head ``h`` is scaled by
@@ -467,6 +469,8 @@ def sparse_mla_fwd(
     s_kv = kv.shape[0]
     if s_kv >= 2**31:
         raise ValueError(f"kv has {s_kv} rows; indices address at most 2**31 - 1")
+    if bounds_check_enabled():
+        check_ids_in_range("indices", counted_ids(indices, topk_length), s_kv, allow_negative=True)
     out = torch.empty((s_q, h_q, d_v), dtype=torch.bfloat16, device=q.device)
     max_logits = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     lse = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
