@@ -58,12 +58,14 @@ def combine_topk_swa_indices_reference(
     swa_lengths: Optional[torch.Tensor] = None,
     compressed_lens: Optional[torch.Tensor] = None,
     kv_rows: Optional[int] = None,
+    out_dtype: torch.dtype = torch.int32,
 ):
     """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`.
 
     Masks as the kernel does: lengths clamped to ``[0, width]``, a top-k entry
     outside ``[0, compressed_lens[r])``, a window row outside the request's
-    window union and any entry outside ``[0, kv_rows)`` are -1.
+    window union and any entry outside ``[0, kv_rows)`` (without ``kv_rows``:
+    one ``out_dtype`` cannot hold) are -1.
     """
     num_tokens = topk_indices.shape[0]
     width = -(-(topk + window_size) // L.INDEX_ROW_ALIGN) * L.INDEX_ROW_ALIGN
@@ -89,7 +91,7 @@ def combine_topk_swa_indices_reference(
                 rel = swa_indices[t, :w].long()
                 out[t, k : k + w] = torch.where(rel >= 0, rel + int(swa_base[r]), -1)
             lens[t] = k + w
-    top = kv_rows if kv_rows is not None else 2**62
+    top = kv_rows if kv_rows is not None else (2**31 if out_dtype == torch.int32 else 2**62)
     out = torch.where((out >= 0) & (out < top), out, -1)
     return out, lens
 

@@ -149,6 +149,11 @@ def _combine_kernel(
     tl.store(out_lens_ptr + token, total_len.to(out_lens_ptr.dtype.element_ty), mask=valid)
 
 
+def _largest_row(dtype: torch.dtype) -> int:
+    """Without ``kv_rows``, entries are bounded by what ``out_indices`` holds: none wraps around."""
+    return 2**31 if dtype == torch.int32 else 2**62
+
+
 def combine_topk_swa_indices(
     topk_indices: torch.Tensor,
     query_start_loc: torch.Tensor,
@@ -187,7 +192,8 @@ def combine_topk_swa_indices(
         compressed_lens: keyword-only ``(R,)`` compressed rows of each request:
             a top-k entry at or past its request's count becomes -1.
         kv_rows: keyword-only rows of the workspace the indices address: an
-            entry outside ``[0, kv_rows)`` becomes -1.
+            entry outside ``[0, kv_rows)`` becomes -1 (without it, an entry
+            ``out_indices`` cannot hold, past 2**31 - 1 for int32).
 
     Returns ``(indices, lens)``: int32 unless int64 destinations were passed.
     With ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` inputs that would be masked
@@ -260,8 +266,7 @@ def combine_topk_swa_indices(
         0 if swa_indices is None else swa_indices.stride(0),
         swa_lengths,
         compressed_lens,
-        # No workspace size given: no entry is past it (int64, like the entries).
-        kv_rows if kv_rows is not None else 2**62,
+        kv_rows if kv_rows is not None else _largest_row(out_indices.dtype),
         num_tokens,
         num_reqs,
         topk,
