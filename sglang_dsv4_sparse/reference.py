@@ -142,7 +142,10 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sm_scale: 
     keys = keys.masked_fill(~valid[..., None], 0.0)
     logits = torch.einsum("shd,skd->shk", q.float(), keys) * sm_scale
     logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-    max_logits = logits.amax(dim=-1)
+    if logits.shape[-1]:
+        max_logits = logits.amax(dim=-1)
+    else:  # no index columns at all: every row is empty
+        max_logits = logits.new_full(logits.shape[:-1], float("-inf"))
     m_ref = torch.where(torch.isneginf(max_logits), 0.0, max_logits)
     probs = torch.exp(logits - m_ref[..., None])
     total = probs.sum(dim=-1)
