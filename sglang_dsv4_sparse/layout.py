@@ -178,13 +178,14 @@ def dequantize_paged_reference(cache: torch.Tensor, token_ids: torch.Tensor, pag
     """Pure-torch dequant: ``(n, 1, 512)`` bf16 rows for ``token_ids``.
 
     ``nope[i] = e4m3[i] * 2 ** (scale_byte[i // 64] - 127)``; RoPE is copied.
-    A negative id (a -1 hole) gives a zero row, as the Triton kernel does.
+    An id outside ``[0, num_pages * page_size)`` (a -1 hole, any negative id,
+    an id past the cache) gives a zero row, as the Triton kernel does.
     """
     cache_u8 = as_byte_cache(cache, page_size, "cache")
     flat = cache_u8.reshape(-1)
     ids = token_ids.to(device=flat.device, dtype=torch.int64)
-    hole = ids < 0
-    data_off, scale_off = token_byte_offsets(ids.clamp_min(0), page_size)
+    hole = (ids < 0) | (ids >= cache_u8.shape[0] * page_size)
+    data_off, scale_off = token_byte_offsets(torch.where(hole, 0, ids), page_size)
     data = flat[data_off[:, None] + torch.arange(DATA_BYTES, device=flat.device)]
     scale_bytes = flat[scale_off[:, None] + torch.arange(NUM_SCALES, device=flat.device)]
     nope = data[:, :NOPE_DIM].contiguous().view(torch.float8_e4m3fn).float().view(-1, NUM_SCALES, QUANT_TILE)

@@ -17,14 +17,23 @@ from . import layout as L
 def build_swa_token_ids_reference(
     seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, swa_window: int
 ):
-    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids`."""
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids`.
+
+    A pool row or position outside ``req_to_token``, or a full-cache id
+    outside ``full_to_swa``, gives -1.
+    """
     ids, first_pos, gather_lens = [], [], []
+    pool_rows, max_len = req_to_token.shape
     for r in range(seq_lens.shape[0]):
         seq_len, ext = int(seq_lens[r]), int(extend_seq_lens[r])
         g = min(seq_len, ext + swa_window - 1)
         first = seq_len - g
-        full = req_to_token[int(req_pool_indices[r]), first:seq_len].long()
-        ids.append(full_to_swa[full].long())
+        pool_row = int(req_pool_indices[r])
+        row = []
+        for pos in range(first, seq_len):
+            full = int(req_to_token[pool_row, pos]) if 0 <= pool_row < pool_rows and 0 <= pos < max_len else -1
+            row.append(int(full_to_swa[full]) if 0 <= full < full_to_swa.shape[0] else -1)
+        ids.append(torch.tensor(row, dtype=torch.int64))
         first_pos.append(first)
         gather_lens.append(g)
     gl = torch.tensor(gather_lens, dtype=torch.int64)
@@ -47,29 +56,43 @@ def combine_topk_swa_indices_reference(
     topk: int,
     swa_indices: Optional[torch.Tensor] = None,
     swa_lengths: Optional[torch.Tensor] = None,
+    compressed_lens: Optional[torch.Tensor] = None,
+    kv_rows: Optional[int] = None,
+    out_dtype: torch.dtype = torch.int32,
 ):
-    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`."""
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.indices.combine_topk_swa_indices`.
+
+    Masks as the kernel does: lengths clamped to ``[0, width]``, a top-k entry
+    outside ``[0, compressed_lens[r])``, a window row outside the request's
+    window union and any entry outside ``[0, kv_rows)`` (without ``kv_rows``:
+    one ``out_dtype`` cannot hold) are -1.
+    """
     num_tokens = topk_indices.shape[0]
     width = -(-(topk + window_size) // L.INDEX_ROW_ALIGN) * L.INDEX_ROW_ALIGN
     out = torch.full((num_tokens, width), -1, dtype=torch.int64)
     lens = torch.zeros(num_tokens, dtype=torch.int64)
     qsl = query_start_loc.long().cpu() - int(query_start_loc[0])
     for r in range(seq_lens.shape[0]):
-        gather_start = int(seq_lens[r]) - int(gather_lens[r])
+        gather_len = int(gather_lens[r])
+        gather_start = int(seq_lens[r]) - gather_len
+        limit = int(compressed_lens[r]) if compressed_lens is not None else None
         for t in range(int(qsl[r]), min(int(qsl[r + 1]), num_tokens)):
             pos = int(query_pos[t])
-            k = min((pos + 1) // compress_ratio, topk)
+            k = max(min((pos + 1) // compress_ratio, topk), 0)
             row = topk_indices[t, :k].long()
-            out[t, :k] = torch.where(row >= 0, row + int(compressed_base[r]), -1)
+            ok = (row >= 0) if limit is None else (row >= 0) & (row < limit)
+            out[t, :k] = torch.where(ok, row + int(compressed_base[r]), -1)
             if swa_indices is None:
-                w = min(pos + 1, window_size)
-                first = int(swa_base[r]) + pos - w + 1 - gather_start
-                out[t, k : k + w] = torch.arange(first, first + w)
+                w = max(min(pos + 1, window_size), 0)
+                rel = torch.arange(w) + pos - w + 1 - gather_start
+                out[t, k : k + w] = torch.where((rel >= 0) & (rel < gather_len), rel + int(swa_base[r]), -1)
             else:
-                w = int(swa_lengths[t])
+                w = max(min(int(swa_lengths[t]), window_size), 0)
                 rel = swa_indices[t, :w].long()
                 out[t, k : k + w] = torch.where(rel >= 0, rel + int(swa_base[r]), -1)
             lens[t] = k + w
+    top = kv_rows if kv_rows is not None else (2**31 if out_dtype == torch.int32 else 2**62)
+    out = torch.where((out >= 0) & (out < top), out, -1)
     return out, lens
 
 
@@ -89,7 +112,8 @@ def sparse_attention_reference(
     Returns ``(out [s_q, h, d_v] fp32, max_logits [s_q, h], lse [s_q, h])`` with
     the natural-log lse; a query with no valid key gives ``out = 0``,
     ``max_logits = -inf`` and ``lse = +inf`` (FlashMLA's convention: its kernels
-    and its own reference report an empty row's log-sum-exp as +inf).  With
+    and its own reference report an empty row's log-sum-exp as +inf), and a
+    head whose q holds NaN or inf gives NaN (see ``_attend``).  With
     ``attn_sink`` the output is scaled by ``1 / (1 + exp(attn_sink[h] - lse))``
     and lse is unchanged.
     """
@@ -100,16 +124,38 @@ def sparse_attention_reference(
     if topk_length is not None:
         valid &= torch.arange(idx.shape[1], device=idx.device)[None, :] < topk_length.long()[:, None]
     keys = kv[:, 0, :].float()[idx.clamp(0, max(s_kv - 1, 0))]  # [s_q, topk, d]
+    return _attend(q, keys, valid, sm_scale, attn_sink, d_v)
+
+
+def _attend(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sm_scale: float, attn_sink, d_v: int = L.HEAD_DIM):
+    """Softmax attention of ``q [s, h, d]`` over ``keys [s, k, d]`` where ``valid [s, k]`` (values: ``keys[..., :d_v]``).
+
+    Computed as the kernels' online softmax ends up: with the row's max
+    logit ``m``, ``p = exp(logit - m)``, ``out = p @ keys / sum(p)``,
+    ``lse = m + log(sum(p))``.  So a NaN logit (NaN or inf in q) makes the
+    head's ``out``, ``max_logits`` and ``lse`` NaN rather than an empty row,
+    and only a row whose logits are all ``-inf`` is empty (``out = 0``,
+    ``max_logits = -inf``, ``lse = +inf``).  Returns fp32
+    ``(out [s, h, d_v], max_logits [s, h], lse [s, h])``.
+    """
+    # Skipped slots may hold any bytes: zero them so 0 * inf cannot appear.
+    keys = keys.masked_fill(~valid[..., None], 0.0)
     logits = torch.einsum("shd,skd->shk", q.float(), keys) * sm_scale
     logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-    max_logits = logits.amax(dim=-1)
-    lse = torch.logsumexp(logits, dim=-1)
-    probs = torch.exp(logits - torch.where(torch.isfinite(lse), lse, 0)[..., None])
-    probs = torch.where(valid[:, None, :], probs, 0.0)
-    out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v])
+    if logits.shape[-1]:
+        max_logits = logits.amax(dim=-1)
+    else:  # no index columns at all: every row is empty
+        max_logits = logits.new_full(logits.shape[:-1], float("-inf"))
+    m_ref = torch.where(torch.isneginf(max_logits), 0.0, max_logits)
+    probs = torch.exp(logits - m_ref[..., None])
+    total = probs.sum(dim=-1)
+    empty = total == 0
+    out = torch.einsum("shk,skd->shd", probs, keys[..., :d_v]) / torch.where(empty, 1.0, total)[..., None]
+    lse = torch.where(empty, float("inf"), m_ref + torch.log(total))
+    # A +inf logit leaves the max at +inf but the sum NaN: report the head NaN throughout.
+    max_logits = torch.where(torch.isnan(total), float("nan"), max_logits)
     if attn_sink is not None:
         out = out / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
-    lse = torch.where(torch.isneginf(lse), float("inf"), lse)
     return out, max_logits, lse
 
 
@@ -248,16 +294,7 @@ def layer_attention_reference(
             keys.append(rows.view(b - a, ids.shape[1], L.HEAD_DIM).float())
             valid.append(ids >= 0)
         keys, valid = torch.cat(keys, 1), torch.cat(valid, 1)
-        # Skipped slots read whatever bytes id 0 holds (maybe NaN): zero them.
-        keys = keys.masked_fill(~valid[..., None], 0.0)
-        logits = torch.einsum("thd,tkd->thk", q[a:b].float(), keys) * sm_scale
-        logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-        lse = torch.logsumexp(logits, -1)
-        probs = torch.where(valid[:, None, :], torch.exp(logits - lse[..., None]), 0.0)
-        o = torch.einsum("thk,tkd->thd", probs, keys)
-        if attn_sink is not None:
-            o = o / (1 + torch.exp(attn_sink.float()[None, :] - lse))[..., None]
-        out[a:b] = o
+        out[a:b] = _attend(q[a:b], keys, valid, sm_scale, attn_sink)[0]
     return out
 
 
@@ -265,8 +302,9 @@ def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, p
     """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_ceiling.gather_rows_raw`."""
     rows = []
     region = L.scale_region_offset(page_size)
+    capacity = cache_u8.shape[0] * page_size
     for t in token_ids.long().tolist():
-        if t < 0:  # a hole: zero row
+        if not 0 <= t < capacity:  # a hole or past the cache: zero row
             rows.append(torch.zeros(2 * L.HEAD_DIM, dtype=torch.uint8))
             continue
         page, slot = divmod(t, page_size)

@@ -4,6 +4,13 @@ Each check raises ``TypeError`` (not a tensor, wrong dtype) or ``ValueError``
 (wrong shape, device, layout, range) with a message that names the argument and
 says what was expected, so a bad call fails at the boundary instead of reading
 or writing out of bounds inside a kernel.
+
+Ids are the exception: checking their values costs a host sync, so it happens
+only under ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``. Without the flag the kernels
+mask instead, with one rule everywhere: an id outside its tensor's range
+(negative, or past the end) reads nothing and gives an empty result (a zero
+row, a skipped key, an index of -1). With the flag, -1 is the one legal
+negative id (a hole) and any other id out of range raises ``ValueError``.
 """
 
 from __future__ import annotations
@@ -90,7 +97,11 @@ def check_int(name: str, value, *, minimum: Optional[int] = None, allowed: Optio
 
 
 def check_ids_in_range(name: str, ids: torch.Tensor, upper: int, *, allow_negative: bool = False) -> None:
-    """Range-check ids (a host sync): only called under the bounds-check flag."""
+    """Range-check ids (a host sync): only called under the bounds-check flag.
+
+    ``allow_negative`` admits -1 (a hole) and no other negative id: -2 is as
+    wrong as an id past the end, although the kernels mask both alike.
+    """
     if ids.numel() == 0:
         return
     lo, hi = int(ids.min()), int(ids.max())
@@ -98,3 +109,32 @@ def check_ids_in_range(name: str, ids: torch.Tensor, upper: int, *, allow_negati
     if not low_ok or hi >= upper:
         holes = "-1 (a hole) or " if allow_negative else ""
         raise ValueError(f"{name} must hold {holes}ids in [0, {upper}), found values in [{lo}, {hi}]")
+
+
+def counted_ids(indices: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+    """``indices`` with the columns past each row's length as -1: the ids a kernel reads.
+
+    ``lengths`` has one entry per index of ``indices``' first dim (None: every
+    column counts); entries past a length are ignored by contract, so the
+    bounds flag must not reject them.
+    """
+    if lengths is None:
+        return indices
+    cols = torch.arange(indices.shape[-1], device=indices.device)
+    shape = (-1,) + (1,) * (indices.dim() - 1)
+    return torch.where(cols < lengths.to(indices.device).view(shape), indices, -1)
+
+
+def check_host_copy(name: str, t: torch.Tensor, host_name: str, host: Sequence[int]) -> None:
+    """A tensor must hold the values of its host copy (a host sync: only under the bounds flag).
+
+    Host copies size buffers and device tensors fill them, so a disagreement
+    means a buffer sized for one batch filled with another.
+    """
+    got = [int(v) for v in t.tolist()]
+    want = [int(v) for v in host]
+    if len(got) != len(want):
+        raise ValueError(f"{host_name} must have {len(got)} entries, one per entry of {name}; got {len(want)}")
+    if got != want:
+        i = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+        raise ValueError(f"{name} and {host_name} must hold the same values; entry {i} is {got[i]} and {want[i]}")

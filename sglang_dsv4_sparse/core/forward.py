@@ -19,7 +19,8 @@ from .. import layout as L
 from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_prefill_attention
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
-from ..validation import INDEX_DTYPES, check_int, check_tensor
+from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
+from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
 RATIOS = (0, 4, 128)
@@ -72,6 +73,24 @@ def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, n
         check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device)
 
 
+def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes) -> None:
+    """The layer's caches fit the plan's page sizes: checked here so the error names the layer's argument."""
+    _check_cache("swa_cache", swa_cache, swa_page_size)
+    if compress_ratio:
+        if compress_ratio not in compressed_page_sizes:
+            raise ValueError(
+                f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
+            )
+        _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio])
+
+
+def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
+    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype)."""
+    if isinstance(cache, torch.Tensor) and cache.dim() == 4 and cache.element_size() == 1:
+        cache = cache.view(torch.uint8)
+    L.as_byte_cache(cache, page_size, name)
+
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -87,12 +106,21 @@ def prefill_layer(
 
     ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
     readable rows to top-k picks).
+
+    A top-k entry outside its request's compressed rows (other than -1) and
+    ids the plan could not map are holes; with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
+    they raise ``ValueError`` naming the argument.  A head whose q holds NaN
+    or inf gives NaN.
     """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
+    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
+    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
+    if bounds_check_enabled():
+        check_prefill_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices)
     if compress_ratio == 0:
         kv = _stage_rows(plan, workspace, swa_cache)
         return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
@@ -133,12 +161,15 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         plan.c4_lens = torch.empty(num_tokens, dtype=torch.int32, device=q.device)
     if c4_rows == "all":
         compressed_ids, topk, base, swa_base = rows.token_ids, topk_indices, rows.base, rows.swa_base
+        compressed_lens = rows.rows_per_req  # a pick past its request's rows is a hole
     else:
         compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
+        compressed_lens = None  # remapped picks are -1 or slots of the compacted rows
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
     indices, lens = combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         plan.window, 4, k, out_indices=plan.c4_indices, out_lens=plan.c4_lens,
+        compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
     return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
 
@@ -153,9 +184,11 @@ def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
     device = topk_indices.device
     num_tokens, k = topk_indices.shape
     local = topk_indices.to(torch.int64)
-    # A pick past a query's top-k length is not read: mask it so it is not gathered.
+    # A pick past a query's top-k length is not read, nor one outside its
+    # request's rows (it would mark another request's row, or none): mask both.
     lens = readable_topk_lengths(plan.query_pos, 4, k)
-    readable = (torch.arange(k, device=device)[None, :] < lens[:, None]) & (local >= 0)
+    limit = rows.rows_per_req.to(torch.int64)[plan.req_of_token]
+    readable = (torch.arange(k, device=device)[None, :] < lens[:, None]) & (local >= 0) & (local < limit[:, None])
     global_row = torch.where(readable, local + rows.base.to(torch.int64)[plan.req_of_token][:, None], -1)
     marks = torch.zeros(rows.total + 1, dtype=torch.int32, device=device)
     marks.scatter_(0, (global_row + 1).view(-1), torch.ones_like(global_row, dtype=torch.int32).view(-1))
@@ -194,8 +227,11 @@ def decode_layer(
         if topk_lengths is None:
             raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
         check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
+    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, plan.compressed_page_sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
+    if bounds_check_enabled():
+        check_decode_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices, topk_lengths)
     extra = dict()
     if compress_ratio == 128:
         extra = dict(extra_indices=plan.c128_indices, extra_topk_length=plan.c128_lens)

@@ -15,6 +15,12 @@ layer. Two routes:
 
 Compressed row ``j`` of request ``r`` (ratio 4 or 128) is token
 ``page_table[r, j // P] * P + j % P`` of that ratio's cache.
+
+Bad values never make the plan index outside a tensor (``core.lookup``): a
+pool row, position or page column outside its table, a full id outside
+``full_to_swa``, a negative page id, and an id past ``cache_tokens`` become
+-1 (a hole).  With ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``, ``validate`` raises
+``ValueError`` naming the argument instead (``core.bounds``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import torch
 
 from .. import layout as L
 from ..kernels.indices import build_swa_token_ids, combine_topk_swa_indices, combined_index_width
-from ..validation import INDEX_DTYPES, check_int, check_tensor
+from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
+from .bounds import check_step_bounds
+from .lookup import take, take2d, within
 
 COMPRESS_RATIOS = (4, 128)
 # Bytes of C128 index rows materialized at once. A 32k-token chunk at 1M context
@@ -36,6 +44,9 @@ COMPRESS_RATIOS = (4, 128)
 # 256 MiB there, while an 8k chunk at 128k context (38 MiB) stays one tile
 # built once per step (see BENCHMARKS.md).
 C128_INDEX_BUDGET_BYTES = 48 << 20
+# The paged route's index rows are int32: an id they cannot hold is a hole,
+# not a wrapped-around id that may land inside a cache.
+INT32_IDS = 2**31
 
 
 @dataclass
@@ -58,8 +69,13 @@ class StepInputs:
     swa_page_size: int = L.SWA_PAGE_SIZE
     compressed_page_sizes: Dict[int, int] = field(default_factory=lambda: {4: L.C4_PAGE_SIZE, 128: L.C128_PAGE_SIZE})
     window: int = L.SWA_WINDOW
+    # Token capacity (num_pages * page_size) of each kind's caches, by ratio
+    # (0 = SWA): ids past it become -1 in the plan, so kernels that do not
+    # skip them (FlashMLA's) never see them. Unknown kinds are left unmasked.
+    cache_tokens: Optional[Dict[int, int]] = None
 
     def validate(self) -> None:
+        """Check types, shapes and host lengths; under the bounds flag also every value (host syncs)."""
         check_tensor("seq_lens", self.seq_lens, dtypes=INDEX_DTYPES, ndim=1)
         device = self.seq_lens.device
         num_reqs = self.seq_lens.shape[0]
@@ -68,10 +84,10 @@ class StepInputs:
         check_tensor("req_to_token", self.req_to_token, dtypes=INDEX_DTYPES, ndim=2, device=device)
         check_tensor("full_to_swa", self.full_to_swa, dtypes=INDEX_DTYPES, ndim=1, device=device)
         if len(self.extend_lens_cpu) != num_reqs:
-            raise ValueError(f"extend_lens_cpu must have {num_reqs} entries")
+            raise ValueError(f"extend_lens_cpu must have {num_reqs} entries, one per entry of extend_lens; got {len(self.extend_lens_cpu)}")
         if self.seq_lens_cpu is not None:
             if len(self.seq_lens_cpu) != num_reqs:
-                raise ValueError(f"seq_lens_cpu must have {num_reqs} entries")
+                raise ValueError(f"seq_lens_cpu must have {num_reqs} entries, one per entry of seq_lens; got {len(self.seq_lens_cpu)}")
             for r, (s, e) in enumerate(zip(self.seq_lens_cpu, self.extend_lens_cpu)):
                 if not 0 <= e <= s:
                     raise ValueError(f"request {r}: extend_lens_cpu={e} must lie in [0, seq_lens_cpu={s}]")
@@ -90,6 +106,11 @@ class StepInputs:
                 raise ValueError(f"compressed_page_tables[{ratio}] holds {capacity} rows, fewer than a request needs")
         check_int("swa_page_size", self.swa_page_size, minimum=1)
         check_int("window", self.window, minimum=1)
+        for ratio, tokens in (self.cache_tokens or {}).items():
+            check_int("cache_tokens key", ratio, allowed=(0,) + COMPRESS_RATIOS)
+            check_int(f"cache_tokens[{ratio}]", tokens, minimum=0)
+        if bounds_check_enabled():
+            check_step_bounds(self)
 
     @property
     def num_tokens(self) -> int:
@@ -158,6 +179,7 @@ class PrefillPlan:
         return combine_topk_swa_indices(
             topk, tile.query_start_loc, self.query_pos[tile.start : tile.end], self.seq_lens,
             self.swa_gather_lens, rows.base, rows.swa_base, self.window, 128, rows.max_rows,
+            compressed_lens=rows.rows_per_req, kv_rows=rows.total + self.total_swa,
         )
 
 
@@ -178,18 +200,31 @@ class PagedPlan:
     compressed_page_sizes: Dict[int, int]
     req_of_token: Optional[torch.Tensor] = None  # (T,) int64
     query_pos: Optional[torch.Tensor] = None  # (T,) int64
+    cache_tokens: Dict[int, int] = field(default_factory=dict)  # StepInputs.cache_tokens
     c128_indices: Optional[torch.Tensor] = None  # (T, 1, width) int32 C128-cache ids
     c128_lens: Optional[torch.Tensor] = None
     sched_meta: Dict[int, object] = field(default_factory=dict)  # FlashMLA metadata per ratio
 
 
+def _request_of_rows(counts: torch.Tensor, total: int) -> torch.Tensor:
+    """The request (int64) of each of ``total`` consecutive rows, ``counts[r]`` rows per request.
+
+    A search rather than ``repeat_interleave(..., output_size=total)``: when the
+    counts (a device tensor) disagree with ``total`` (from their host copy),
+    every row still gets a request in ``[0, R)`` instead of an error, or on the
+    GPU a device-side assert.
+    """
+    ends = torch.cumsum(counts, 0)
+    rows = torch.arange(total, device=counts.device)
+    return torch.searchsorted(ends, rows, right=True).clamp_(max=max(counts.shape[0] - 1, 0))
+
+
 def _query_positions(inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(req_of_token, positions) as int64, positions derived from lengths if not given."""
     device = inputs.device
-    num_reqs = len(inputs.extend_lens_cpu)
     total = inputs.num_tokens
     ext = inputs.extend_lens.to(torch.int64)
-    req_of_token = torch.repeat_interleave(torch.arange(num_reqs, device=device), ext, output_size=total)
+    req_of_token = _request_of_rows(ext, total)
     if inputs.positions is not None:
         return req_of_token, inputs.positions.to(torch.int64)
     starts = torch.cumsum(ext, 0) - ext
@@ -208,7 +243,9 @@ def _compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) 
     base = torch.cumsum(counts, 0) - counts
     req = torch.repeat_interleave(torch.arange(len(counts_cpu), device=device), counts, output_size=total)
     j = torch.arange(total, device=device) - base[req]
-    token_ids = table[req, torch.div(j, page_size, rounding_mode="floor")].to(torch.int64) * page_size + j % page_size
+    page = take2d(table, req, torch.div(j, page_size, rounding_mode="floor"))
+    capacity = (inputs.cache_tokens or {}).get(ratio)
+    token_ids = within(torch.where(page >= 0, page * page_size + j % page_size, -1), capacity)
     return CompressedRows(
         ratio=ratio,
         page_size=page_size,
@@ -252,7 +289,8 @@ def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_
     empty_topk = torch.empty((num_tokens, 0), dtype=torch.int32, device=device)
     zeros = torch.zeros(num_reqs, dtype=torch.int32, device=device)
     c0_indices, c0_lens = combine_topk_swa_indices(
-        empty_topk, query_start_loc, query_pos, seq_lens, gather_lens, zeros, swa_offsets[:-1], inputs.window, 1, 0
+        empty_topk, query_start_loc, query_pos, seq_lens, gather_lens, zeros, swa_offsets[:-1], inputs.window, 1, 0,
+        kv_rows=total_swa,
     )
     compressed = {r: _compressed_rows(inputs, r, swa_offsets) for r in inputs.compressed_page_tables}
     plan = PrefillPlan(
@@ -293,14 +331,15 @@ def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> Pa
     device = inputs.device
     window = inputs.window
     req_of_token, pos = _query_positions(inputs)
-    swa_lens = torch.clamp(pos + 1, max=window)
+    swa_lens = torch.clamp(pos + 1, min=0, max=window)
     offs = torch.arange(window, device=device)
     # Valid entries first (kernels read the first topk_length columns).
     p = pos[:, None] - swa_lens[:, None] + 1 + offs[None, :]
     valid = offs[None, :] < swa_lens[:, None]
-    pool_row = inputs.req_pool_indices.to(torch.int64)[req_of_token]
-    full = inputs.req_to_token[pool_row[:, None], p.clamp_min(0)].to(torch.int64)
-    swa_ids = torch.where(valid, inputs.full_to_swa[full].to(torch.int64), -1)
+    pool_row = take(inputs.req_pool_indices, req_of_token)
+    full = take2d(inputs.req_to_token, pool_row[:, None], p, valid)
+    cache_tokens = dict(inputs.cache_tokens or {})
+    swa_ids = within(take(inputs.full_to_swa, full), cache_tokens.get(0, INT32_IDS))
     plan = PagedPlan(
         num_tokens=inputs.num_tokens,
         req_of_token=req_of_token,
@@ -310,17 +349,19 @@ def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> Pa
         swa_lens=swa_lens.to(torch.int32),
         compressed_page_tables=dict(inputs.compressed_page_tables),
         compressed_page_sizes=dict(inputs.compressed_page_sizes),
+        cache_tokens=cache_tokens,
     )
     if 128 in inputs.compressed_page_tables:
         table = inputs.compressed_page_tables[128]
         page_size = inputs.compressed_page_sizes[128]
         width = c128_width if c128_width is not None else table.shape[1] * page_size
         width = combined_index_width(width, 0)  # FlashMLA wants index rows in multiples of 128
-        counts = torch.div(pos + 1, 128, rounding_mode="floor")
+        counts = torch.div(pos + 1, 128, rounding_mode="floor").clamp_min(0)
         j = torch.arange(width, device=device)
-        page = table[req_of_token[:, None], torch.div(j, page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)]
-        ids = page.to(torch.int64) * page_size + j % page_size
-        plan.c128_indices = torch.where(j[None, :] < counts[:, None], ids, -1).to(torch.int32)[:, None, :]
+        page_col = torch.div(j, page_size, rounding_mode="floor")
+        page = take2d(table, req_of_token[:, None], page_col[None, :], j[None, :] < counts[:, None])
+        ids = within(torch.where(page >= 0, page * page_size + j % page_size, -1), cache_tokens.get(128, INT32_IDS))
+        plan.c128_indices = ids.to(torch.int32)[:, None, :]
         plan.c128_lens = counts.clamp(max=width).to(torch.int32)
     return plan
 

@@ -2,8 +2,9 @@
 
 Drop-in for SGLang 0.5.23's ``dequantize_k_cache_paged_dsv4`` on the V4
 layout (same arguments, same result), with every address in int64 so caches
-past 2**31 bytes are read correctly, and a negative id (a -1 hole) giving a
-zero row instead of a read before the cache.
+past 2**31 bytes are read correctly, and an id outside ``[0, capacity)``
+(``capacity = num_pages * page_size``: a -1 hole, any other negative id, an id
+past the cache) giving a zero row instead of a read outside the cache.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _dequantize_paged_kernel(
     out_ptr,
     out_row_stride,
     num_tokens,
+    capacity,
     PAGE_SIZE: tl.constexpr,
     PAGE_BYTES: tl.constexpr,
     NOPE_DIM: tl.constexpr,
@@ -55,7 +57,7 @@ def _dequantize_paged_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     row_ok = rows < num_tokens
     loc = tl.load(ids_ptr + rows * ids_stride, mask=row_ok, other=-1).to(tl.int64)
-    live = row_ok & (loc >= 0)
+    live = row_ok & (loc >= 0) & (loc < capacity)
     loc = tl.where(live, loc, 0)
     data, scales = row_byte_offsets(loc, PAGE_SIZE, PAGE_BYTES)
     # Pages are multiples of 576 bytes and data rows 576 bytes apart, so every
@@ -114,7 +116,10 @@ def dequantize_k_cache_paged(
     Args:
         quant_k_cache: ``(num_pages, page_bytes(page_size))`` cache in any dtype
             (its bytes are read), or FlashMLA's ``(num_pages, P, 1, 584)`` uint8 view.
-        token_ids: 1-D int32/int64 token ids; a negative id gives a zero row.
+        token_ids: 1-D int32/int64 token ids. An id outside ``[0, num_pages *
+            page_size)`` gives a zero row and reads nothing; with
+            ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 (a hole) may lie
+            outside, any other such id raises ``ValueError``.
         page_size: tokens per page (256 SWA, 64 C4, 2 C128 in SGLang).
         out: optional bf16 ``(n, 1, 512)`` destination with unit inner stride,
             e.g. a row slice of a larger workspace.
@@ -130,8 +135,9 @@ def dequantize_k_cache_paged(
         check_tensor("out", out, dtypes=(torch.bfloat16,), shape=(num_tokens, 1, L.HEAD_DIM), device=cache_u8.device)
         if out.stride(2) != 1:
             raise ValueError(f"out must have unit stride in its last dim, got strides {out.stride()}")
+    capacity = cache_u8.shape[0] * page_size
     if bounds_check_enabled():
-        check_ids_in_range("token_ids", token_ids, cache_u8.shape[0] * page_size, allow_negative=True)
+        check_ids_in_range("token_ids", token_ids, capacity, allow_negative=True)
     if num_tokens == 0:
         return out
     _dequantize_paged_kernel[(triton.cdiv(num_tokens, DEQUANT_BLOCK_TOKENS),)](
@@ -143,6 +149,7 @@ def dequantize_k_cache_paged(
         out,
         out.stride(0),
         num_tokens,
+        capacity,
         PAGE_SIZE=page_size,
         PAGE_BYTES=cache_u8.shape[1],
         NOPE_DIM=L.NOPE_DIM,

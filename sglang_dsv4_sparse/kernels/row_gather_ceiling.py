@@ -8,7 +8,8 @@ dequant: the access pattern's own ceiling, which the plain device-to-device
 copy (sequential on both sides) overstates for scattered rows.
 
 Output row: ``data[0:576] | data[0:440] | scale bytes[0:8]`` (576 + 440 + 8 = 1024);
-a negative id (a -1 hole) gives a zero row and reads nothing, as in the dequant.
+an id outside ``[0, num_pages * page_size)`` gives a zero row and reads
+nothing, as in the dequant.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _gather_rows_raw_kernel(
     ids_ptr,
     out_ptr,
     num_tokens,
+    capacity,
     PAGE_SIZE: tl.constexpr,
     PAGE_BYTES: tl.constexpr,
     DATA_BYTES: tl.constexpr,
@@ -49,7 +51,7 @@ def _gather_rows_raw_kernel(
     rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
     ok = rows < num_tokens
     loc = tl.load(ids_ptr + rows, mask=ok, other=-1).to(tl.int64)
-    live = ok & (loc >= 0)
+    live = ok & (loc >= 0) & (loc < capacity)
     data, scales = row_byte_offsets(tl.where(live, loc, 0), PAGE_SIZE, PAGE_BYTES)
     data = tl.multiple_of(data, 64)
     scales = tl.multiple_of(scales, 8)
@@ -72,8 +74,8 @@ def gather_rows_raw(
 ) -> torch.Tensor:
     """``(n, 1024)`` uint8: each token's raw bytes laid out as the module docstring says.
 
-    Ids must lie below ``num_pages * page_size`` (``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
-    checks it); a negative id gives a zero row.
+    An id outside ``[0, num_pages * page_size)`` gives a zero row (under
+    ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 may, as in the dequant).
     """
     check_int("page_size", page_size, minimum=1)
     cache_u8 = L.as_byte_cache(quant_k_cache, page_size, "quant_k_cache")
@@ -85,11 +87,12 @@ def gather_rows_raw(
     else:
         check_tensor("out", out, dtypes=(torch.uint8,), shape=(n, OUT_ROW_BYTES), device=cache_u8.device,
                      contiguous=True)
+    capacity = cache_u8.shape[0] * page_size
     if bounds_check_enabled():
-        check_ids_in_range("token_ids", token_ids, cache_u8.shape[0] * page_size, allow_negative=True)
+        check_ids_in_range("token_ids", token_ids, capacity, allow_negative=True)
     if n:
         _gather_rows_raw_kernel[(triton.cdiv(n, DEQUANT_BLOCK_TOKENS),)](
-            cache_u8, token_ids, out, n,
+            cache_u8, token_ids, out, n, capacity,
             PAGE_SIZE=page_size, PAGE_BYTES=cache_u8.shape[1],
             DATA_BYTES=L.DATA_BYTES, SCALE_BYTES=L.SCALE_BYTES, OUT_BYTES=OUT_ROW_BYTES, HEAD_BYTES=_HEAD_BYTES,
             REPEAT_BYTES=_REPEAT_BYTES, BLOCK_T=DEQUANT_BLOCK_TOKENS, EVICTION=DEQUANT_EVICTION,

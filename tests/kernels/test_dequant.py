@@ -108,3 +108,29 @@ def test_bounds_flag_rejects_ids_past_the_cache(gen, device, monkeypatch):
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "1")
     with pytest.raises(ValueError, match=r"token_ids must hold .*\[0, 128\)"):
         dequantize_k_cache_paged(cache, ids, 64)
+
+
+def test_ids_outside_the_cache_give_zero_rows(gen, device):
+    # One past the end, far past it, and negative ids other than -1: all read
+    # nothing and give zero rows, the in-range ids around them are unchanged.
+    cache = random_byte_cache(3, 64, gen, device)
+    capacity = 3 * 64
+    ids = torch.randint(0, capacity, (24,), generator=gen)
+    bad = torch.tensor([capacity, capacity + 1, 10**6, 10**12, -1, -2, -(10**12)])
+    where = torch.randperm(24, generator=gen)[: bad.numel()]
+    ids[where] = bad
+    out = dequantize_k_cache_paged(cache, ids.to(device), 64)
+    _same(out, L.dequantize_paged_reference(cache, ids, 64))
+    assert bool((out[where] == 0).all())
+    good = torch.ones(24, dtype=torch.bool)
+    good[where] = False
+    _same(out[good], L.dequantize_paged_reference(cache, ids[good], 64))
+
+
+def test_bounds_flag_allows_only_the_minus_one_hole(gen, device, monkeypatch):
+    cache = random_byte_cache(2, 64, gen, device)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "1")
+    dequantize_k_cache_paged(cache, torch.tensor([-1, 0, 127], device=device), 64)
+    for bad in (-2, 128, 10**12):
+        with pytest.raises(ValueError, match="token_ids"):
+            dequantize_k_cache_paged(cache, torch.tensor([0, bad], device=device), 64)

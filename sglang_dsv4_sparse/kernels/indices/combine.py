@@ -15,6 +15,13 @@ For query ``t`` of request ``r`` at absolute position ``pos``:
 * -1 up to ``ceil(topk + window_size, 128)`` columns.
 
 Rows past the last request's queries are all -1 with length 0.
+
+Whatever the values, nothing is read outside the inputs and every entry is -1
+or a row of the workspace the caller describes: negative lengths count as 0,
+``swa_lengths`` is clamped to ``window_size`` (the width of ``swa_indices``),
+a top-k entry at or past the request's ``compressed_lens`` is -1, a window row
+outside the request's window union (a position past ``seq_len``) is -1, and
+so is any entry outside ``[0, kv_rows)``.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import triton.language as tl
 from ... import layout as L
 from ...validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from ..triton_utils import check_launch_device
+from .bounds import check_combine_bounds
 from .request_search import find_request
 
 # Queries per program and warps: among the best of the 20-point sweep at 32k
@@ -61,6 +69,8 @@ def _combine_kernel(
     swa_ids_ptr,
     swa_ids_stride,
     swa_lengths_ptr,
+    compressed_lens_ptr,
+    kv_rows,
     num_tokens,
     num_reqs,
     topk,
@@ -70,6 +80,7 @@ def _combine_kernel(
     CHUNK: tl.constexpr,
     TOPK_VEC: tl.constexpr,
     EXPLICIT_SWA: tl.constexpr,
+    HAS_COMPRESSED_LENS: tl.constexpr,
     SEARCH_STEPS: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
@@ -86,15 +97,23 @@ def _combine_kernel(
     compressed_base = tl.load(compressed_base_ptr + req, mask=owned, other=0).to(tl.int64)
     swa_base = tl.load(swa_base_ptr + req, mask=owned, other=0).to(tl.int64)
 
-    topk_len = tl.where(owned, tl.minimum((pos + 1) // COMPRESS_RATIO, topk), 0)
+    # Lengths clamped to [0, width]: a negative position or a wild
+    # swa_lengths entry must not widen a row past its inputs.
+    topk_len = tl.where(owned, tl.maximum(tl.minimum((pos + 1) // COMPRESS_RATIO, topk), 0), 0)
     if EXPLICIT_SWA:
         swa_len = tl.load(swa_lengths_ptr + token, mask=owned, other=0).to(tl.int64)
+        swa_len = tl.maximum(tl.minimum(swa_len, WINDOW), 0)
     else:
-        swa_len = tl.where(owned, tl.minimum(pos + 1, WINDOW), 0)
+        swa_len = tl.where(owned, tl.maximum(tl.minimum(pos + 1, WINDOW), 0), 0)
     total_len = topk_len + swa_len
-    # First workspace row of the query's window: the window union of request r
-    # starts at position seq_len - gather_len.
-    swa_first = swa_base + pos - swa_len + 1 - (seq_len - gather_len)
+    if HAS_COMPRESSED_LENS:
+        topk_limit = tl.load(compressed_lens_ptr + req, mask=owned, other=0).to(tl.int64)
+    else:
+        topk_limit = tl.full(token.shape, 2**62, tl.int64)
+    # The query's first window row within its request's window union, which
+    # starts at position seq_len - gather_len; rows outside [0, gather_len)
+    # (a position past seq_len) belong to no window and become -1.
+    window_first = pos - swa_len + 1 - (seq_len - gather_len)
     # Read the top-k row up to topk_len rounded up to TOPK_VEC (<= topk_cols,
     # which TOPK_VEC divides): the mask then changes only every TOPK_VEC
     # columns and the loads stay 16 bytes wide; the extra entries are dropped.
@@ -111,7 +130,7 @@ def _combine_kernel(
             other=-1,
             eviction_policy="evict_first",  # each top-k row is read once
         ).to(tl.int64)
-        from_topk = tl.where(picked >= 0, picked + compressed_base[:, None], -1)
+        from_topk = tl.where((picked >= 0) & (picked < topk_limit[:, None]), picked + compressed_base[:, None], -1)
         window_col = col[None, :] - topk_len[:, None]
         in_window = ~in_topk & (col[None, :] < total_len[:, None])
         if EXPLICIT_SWA:
@@ -122,10 +141,17 @@ def _combine_kernel(
             ).to(tl.int64)
             from_window = tl.where(explicit >= 0, swa_base[:, None] + explicit, -1)
         else:
-            from_window = swa_first[:, None] + window_col
+            rel = window_first[:, None] + window_col
+            from_window = tl.where((rel >= 0) & (rel < gather_len[:, None]), swa_base[:, None] + rel, -1)
         value = tl.where(in_topk, from_topk, tl.where(in_window, from_window, -1))
+        value = tl.where((value >= 0) & (value < kv_rows), value, -1)
         tl.store(out_ptr + out_row[:, None] + col[None, :], value.to(out_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(out_lens_ptr + token, total_len.to(out_lens_ptr.dtype.element_ty), mask=valid)
+
+
+def _largest_row(dtype: torch.dtype) -> int:
+    """Without ``kv_rows``, entries are bounded by what ``out_indices`` holds: none wraps around."""
+    return 2**31 if dtype == torch.int32 else 2**62
 
 
 def combine_topk_swa_indices(
@@ -143,6 +169,9 @@ def combine_topk_swa_indices(
     out_lens: Optional[torch.Tensor] = None,
     swa_indices: Optional[torch.Tensor] = None,
     swa_lengths: Optional[torch.Tensor] = None,
+    *,
+    compressed_lens: Optional[torch.Tensor] = None,
+    kv_rows: Optional[int] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Build the combined index rows and lengths for ``flash_mla_sparse_fwd``.
 
@@ -158,9 +187,17 @@ def combine_topk_swa_indices(
             int32/int64 destination, overwritten whole (rows -1 padded).
         out_lens: optional ``(T,)`` int32/int64 destination.
         swa_indices, swa_lengths: optional explicit window rows ``(T, window_size)``
-            relative to ``swa_base`` and their lengths ``(T,)``.
+            relative to ``swa_base`` and their lengths ``(T,)`` (clamped to
+            ``[0, window_size]``).
+        compressed_lens: keyword-only ``(R,)`` compressed rows of each request:
+            a top-k entry at or past its request's count becomes -1.
+        kv_rows: keyword-only rows of the workspace the indices address: an
+            entry outside ``[0, kv_rows)`` becomes -1 (without it, an entry
+            ``out_indices`` cannot hold, past 2**31 - 1 for int32).
 
     Returns ``(indices, lens)``: int32 unless int64 destinations were passed.
+    With ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` inputs that would be masked
+    raise ``ValueError`` naming the argument instead.
     """
     check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, last_dim_contiguous=True)
     device = topk_indices.device
@@ -182,6 +219,10 @@ def combine_topk_swa_indices(
     if swa_indices is not None:
         check_tensor("swa_indices", swa_indices, dtypes=INDEX_DTYPES, shape=(num_tokens, window_size), device=device, last_dim_contiguous=True)
         check_tensor("swa_lengths", swa_lengths, dtypes=INDEX_DTYPES, shape=(num_tokens,), device=device, contiguous=True)
+    if compressed_lens is not None:
+        check_tensor("compressed_lens", compressed_lens, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device, contiguous=True)
+    if kv_rows is not None:
+        check_int("kv_rows", kv_rows, minimum=0)
 
     width = combined_index_width(topk, window_size)
     if out_indices is None:
@@ -193,7 +234,10 @@ def combine_topk_swa_indices(
     else:
         check_tensor("out_lens", out_lens, dtypes=INDEX_DTYPES, shape=(num_tokens,), device=device, contiguous=True)
     if bounds_check_enabled():
-        _check_bounds(query_start_loc, num_tokens, seq_lens, gather_lens, out_indices, compressed_base, swa_base)
+        check_combine_bounds(
+            topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
+            compress_ratio, topk, out_indices, swa_indices, swa_lengths, compressed_lens, kv_rows,
+        )
     if num_tokens == 0:
         return out_indices, out_lens
     if num_reqs == 0:
@@ -221,6 +265,8 @@ def combine_topk_swa_indices(
         swa_indices,
         0 if swa_indices is None else swa_indices.stride(0),
         swa_lengths,
+        compressed_lens,
+        kv_rows if kv_rows is not None else _largest_row(out_indices.dtype),
         num_tokens,
         num_reqs,
         topk,
@@ -230,21 +276,10 @@ def combine_topk_swa_indices(
         CHUNK=COLUMN_CHUNK,
         TOPK_VEC=topk_vec,
         EXPLICIT_SWA=swa_indices is not None,
+        HAS_COMPRESSED_LENS=compressed_lens is not None,
         SEARCH_STEPS=max(num_reqs, 1).bit_length(),
         BLOCK_T=COMBINE_BLOCK_QUERIES,
         num_warps=COMBINE_NUM_WARPS,
     )
     return out_indices, out_lens
 
-
-def _check_bounds(query_start_loc, num_tokens, seq_lens, gather_lens, out_indices, compressed_base, swa_base):
-    """The host-synchronising checks behind SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1."""
-    owned = int(query_start_loc[-1]) - int(query_start_loc[0])
-    if owned > num_tokens or bool((query_start_loc[1:] < query_start_loc[:-1]).any()):
-        raise ValueError(f"query_start_loc must be non-decreasing and span at most {num_tokens} queries, spans {owned}")
-    if bool((gather_lens > seq_lens).any()) or bool((gather_lens < 0).any()):
-        raise ValueError("gather_lens must lie in [0, seq_lens]")
-    if out_indices.dtype == torch.int32 and seq_lens.numel():
-        top = max(int(compressed_base.max()), int(swa_base.max())) + int(seq_lens.max())
-        if top >= 2**31:
-            raise ValueError(f"workspace rows reach {top}, past what int32 out_indices can hold")

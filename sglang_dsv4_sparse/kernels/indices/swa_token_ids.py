@@ -4,8 +4,10 @@ Same positional arguments and outputs as SGLang 0.5.23's ``build_swa_token_ids``
 Differences: int32 or int64 inputs, int64 address math throughout (a
 ``req_to_token`` table of many requests times long contexts passes 2**31
 entries), one program per block of output ids rather than per request (the
-grid follows the work, not the batch), and stores masked to ``total_swa`` so a
-wrong ``total_swa`` cannot write past the output.
+grid follows the work, not the batch), stores masked to ``total_swa`` so a
+wrong ``total_swa`` cannot write past the output, and every lookup masked to
+its table: a pool row or position outside ``req_to_token``, or a full-cache id
+outside ``full_to_swa``, gives -1 instead of a read outside the table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import triton.language as tl
 
 from ...validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from ..triton_utils import check_launch_device
+from .bounds import check_swa_token_ids_bounds
 from .request_search import find_request
 
 # Output ids per program and warps. Each id costs two dependent gathers
@@ -35,7 +38,10 @@ def _swa_token_ids_kernel(
     req_pool_indices_ptr,
     req_to_token_ptr,
     req_to_token_stride,
+    pool_rows,
+    max_len,
     full_to_swa_ptr,
+    full_size,
     num_reqs,
     SEARCH_STEPS: tl.constexpr,
     BLOCK: tl.constexpr,
@@ -46,9 +52,13 @@ def _swa_token_ids_kernel(
     start = tl.load(offsets_ptr + req, mask=ok, other=0).to(tl.int64)
     pos = tl.load(first_pos_ptr + req, mask=ok, other=0).to(tl.int64) + (flat - start)
     pool_row = tl.load(req_pool_indices_ptr + req, mask=ok, other=0).to(tl.int64)
-    full_id = tl.load(req_to_token_ptr + pool_row * req_to_token_stride + pos, mask=ok, other=0).to(tl.int64)
-    swa_id = tl.load(full_to_swa_ptr + full_id, mask=ok, other=0)
-    tl.store(out_ptr + flat, swa_id.to(tl.int32), mask=ok)
+    in_table = ok & (pool_row >= 0) & (pool_row < pool_rows) & (pos >= 0) & (pos < max_len)
+    full_id = tl.load(
+        req_to_token_ptr + pool_row * req_to_token_stride + pos, mask=in_table, other=-1
+    ).to(tl.int64)
+    mapped = in_table & (full_id >= 0) & (full_id < full_size)
+    swa_id = tl.load(full_to_swa_ptr + full_id, mask=mapped, other=-1)
+    tl.store(out_ptr + flat, tl.where(mapped, swa_id, -1).to(tl.int32), mask=ok)
 
 
 def build_swa_token_ids(
@@ -65,9 +75,13 @@ def build_swa_token_ids(
     Request ``r`` gathers positions ``[seq_len - g, seq_len)`` with
     ``g = min(seq_len, extend_len + swa_window - 1)``, mapped through
     ``req_to_token[req_pool_indices[r]]`` (full-cache ids) and ``full_to_swa``.
+    A pool row or position outside ``req_to_token``, or a full-cache id
+    outside ``full_to_swa``, gives the id -1 (``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
+    raises ``ValueError`` instead).
 
     Args:
-        seq_lens, extend_seq_lens, req_pool_indices: ``(R,)`` int32/int64.
+        seq_lens, extend_seq_lens, req_pool_indices: ``(R,)`` int32/int64
+            (``req_pool_indices`` contiguous: the kernel reads it).
         req_to_token: ``(pool_rows, max_len)`` int32/int64, unit inner stride.
         full_to_swa: 1-D int32/int64 map from full-cache id to SWA-cache id.
         swa_window: window size (128 for DSv4).
@@ -81,7 +95,7 @@ def build_swa_token_ids(
     check_launch_device("seq_lens", seq_lens)
     num_reqs = seq_lens.shape[0]
     check_tensor("extend_seq_lens", extend_seq_lens, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
-    check_tensor("req_pool_indices", req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device)
+    check_tensor("req_pool_indices", req_pool_indices, dtypes=INDEX_DTYPES, shape=(num_reqs,), device=device, contiguous=True)
     check_tensor("req_to_token", req_to_token, dtypes=INDEX_DTYPES, ndim=2, device=device, last_dim_contiguous=True)
     check_tensor("full_to_swa", full_to_swa, dtypes=INDEX_DTYPES, ndim=1, device=device, contiguous=True)
     check_int("swa_window", swa_window, minimum=1)
@@ -95,7 +109,7 @@ def build_swa_token_ids(
     torch.cumsum(gather_lens, dim=0, out=offsets[1:])
     out = torch.empty(total_swa, dtype=torch.int32, device=device)
     if bounds_check_enabled():
-        _check_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa)
+        check_swa_token_ids_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa)
     if total_swa == 0 or num_reqs == 0:
         return out, first_pos, gather_lens, offsets
     _swa_token_ids_kernel[(triton.cdiv(total_swa, SWA_IDS_BLOCK),)](
@@ -106,7 +120,10 @@ def build_swa_token_ids(
         req_pool_indices,
         req_to_token,
         req_to_token.stride(0),
+        req_to_token.shape[0],
+        req_to_token.shape[1],
         full_to_swa,
+        full_to_swa.shape[0],
         num_reqs,
         SEARCH_STEPS=max(num_reqs, 1).bit_length(),
         BLOCK=SWA_IDS_BLOCK,
@@ -114,23 +131,3 @@ def build_swa_token_ids(
     )
     return out, first_pos, gather_lens, offsets
 
-
-def _check_bounds(seq_lens, extend_seq_lens, req_pool_indices, req_to_token, full_to_swa, first_pos, offsets, total_swa):
-    """The host-synchronising checks behind SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1."""
-    if int(offsets[-1]) != total_swa:
-        raise ValueError(f"total_swa={total_swa} but the window unions add up to {int(offsets[-1])}")
-    if seq_lens.numel() == 0:
-        return
-    if int(seq_lens.max()) > req_to_token.shape[1]:
-        raise ValueError(f"seq_lens reaches {int(seq_lens.max())}, past req_to_token's {req_to_token.shape[1]} columns")
-    if bool((extend_seq_lens > seq_lens).any()) or bool((extend_seq_lens < 0).any()):
-        raise ValueError("extend_seq_lens must lie in [0, seq_lens]")
-    if int(req_pool_indices.min()) < 0 or int(req_pool_indices.max()) >= req_to_token.shape[0]:
-        raise ValueError(f"req_pool_indices must lie in [0, {req_to_token.shape[0]})")
-    used = req_to_token[req_pool_indices.long()]
-    cols = torch.arange(req_to_token.shape[1], device=used.device)
-    first = first_pos.long()
-    in_window = (cols[None, :] >= first[:, None]) & (cols[None, :] < seq_lens[:, None].long())
-    ids = used[in_window]
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= full_to_swa.shape[0]):
-        raise ValueError(f"req_to_token holds ids outside full_to_swa's [0, {full_to_swa.shape[0]})")

@@ -50,7 +50,8 @@ Design:
 Index semantics: an id < 0 (FlashMLA uses -1) or >= ``num_pages * page_size``
 is skipped (FlashMLA reads out of bounds for the latter); only the first
 ``topk_length[b]`` columns of a row count.  A row with no valid key gives
-``out = 0`` and ``lse = +inf``, as FlashMLA does.
+``out = 0`` and ``lse = +inf``, as FlashMLA does; a head whose q holds NaN or
+inf gives NaN ``out`` and ``lse``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from ...validation import (
     bounds_check_enabled,
     check_ids_in_range,
     check_int,
+    counted_ids,
     check_tensor,
 )
 from ..paged_rows import row_byte_offsets
@@ -472,7 +474,7 @@ def _sparse_decode_paged_kernel(
             m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
 
     if WRITE_PARTIAL:
-        has_keys = l_i > 0
+        has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in _normalize
         l_ref = tl.where(has_keys, l_i, 1.0)
         part = (split * rows + row) * h_q + heads
         tl.store(part_o_ptr + part[:, None] * _HEAD_DIM + d[None, :], acc / l_ref[:, None], mask=head_ok[:, None])
@@ -593,7 +595,9 @@ def sparse_mla_decode_paged(
             uint8/int8/fp8 view (P read from its shape), or the
             ``(num_pages, page_bytes(P))`` cache with ``page_size=P``.
         indices: ``[b, s_q, topk]`` int32 (or int64) token ids into ``k_cache``
-            (``page = id // P``, ``slot = id % P``); an id < 0 or past the cache is skipped.
+            (``page = id // P``, ``slot = id % P``); an id < 0 or past the cache is
+            skipped (with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 may be,
+            among the columns ``topk_length`` counts; others raise ``ValueError``).
         topk_length: optional ``[b]`` int32/int64: only the first ``topk_length[i]``
             columns of batch ``i``'s rows count.
         attn_sink: optional ``[h_q]`` fp32: output scaled by ``1 / (1 + exp(sink - lse))``.
@@ -612,7 +616,8 @@ def sparse_mla_decode_paged(
     Returns:
         ``(out [b, s_q, h_q, 512] bf16, lse [b, h_q, s_q] fp32)``: lse in natural log
         and FlashMLA's layout (a transposed view of a contiguous ``[b, s_q, h_q]``).
-        A row with no valid key gives ``out = 0`` and ``lse = +inf``.
+        A row with no valid key gives ``out = 0`` and ``lse = +inf``; a head
+        whose q holds NaN or inf gives NaN ``out`` and ``lse``.
     """
     check_tensor("q", q, dtypes=(torch.bfloat16,), ndim=4, last_dim_contiguous=True)
     check_launch_device("q", q)
@@ -673,9 +678,12 @@ def sparse_mla_decode_paged(
     k_capacity = k_u8.shape[0] * page_size
     x_capacity = x_u8.shape[0] * extra_page_size
     if bounds_check_enabled():
-        check_ids_in_range("indices", indices, k_capacity, allow_negative=True)
+        check_ids_in_range("indices", counted_ids(indices, topk_length), k_capacity, allow_negative=True)
         if has_extra:
-            check_ids_in_range("extra_indices_in_kvcache", extra_indices_in_kvcache, x_capacity, allow_negative=True)
+            check_ids_in_range(
+                "extra_indices_in_kvcache", counted_ids(extra_indices_in_kvcache, extra_topk_length), x_capacity,
+                allow_negative=True,
+            )
 
     out = torch.empty((b, s_q, h_q, head_dim_v), dtype=torch.bfloat16, device=device)
     lse = torch.empty((b, s_q, h_q), dtype=torch.float32, device=device)

@@ -38,7 +38,8 @@ ridge against L2 (~100), so h >= 64 is bound by the tensor cores; at h = 16 it i
 A query row with no valid key (all indices skipped) gives ``out = 0``,
 ``max_logits = -inf`` and ``lse = +inf``: FlashMLA's convention (its reference
 turns the ``-inf`` log-sum-exp of an empty row into ``+inf`` so that any
-``exp(x - lse)`` of it is 0).
+``exp(x - lse)`` of it is 0).  A head whose q holds NaN (or inf) gives NaN
+``out``, ``max_logits`` and ``lse``, never the empty-row markers.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
 from ... import layout as L
-from ...validation import INDEX_DTYPES, check_int, check_tensor
+from ...validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor, counted_ids
 from ..triton_utils import check_launch_device, interpreting
 
 LOG2E = math.log2(math.e)
@@ -290,9 +291,11 @@ def _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK: tl.constexpr):
 
     With a sink, ``out = acc / l / (1 + exp(sink - lse))`` which is
     ``acc / (l + 2**(sink*log2e - m))``: one division, no overflow for a large
-    lse.  An empty row (``l = 0``) gives ``out = 0`` and ``lse = +inf``.
+    lse.  An empty row (``l = 0``) gives ``out = 0`` and ``lse = +inf``.  A
+    live key adds at least 1 to ``l``, so ``l = 0`` means empty exactly; a NaN
+    ``l`` (NaN or inf in q) is not empty and gives NaN ``out`` and ``lse``.
     """
-    has_keys = l_i > 0
+    has_keys = l_i != 0
     # Stand-ins for empty heads keep every intermediate finite (no inf - inf).
     m_ref = tl.where(has_keys, m_i, 0.0)
     l_ref = tl.where(has_keys, l_i, 1.0)
@@ -397,7 +400,10 @@ def _sparse_mla_fwd_kernel(
         mask=head_ok[:, None],
     )
     stat = row * h_q + heads
-    tl.store(max_logits_ptr + stat, m_i * _LN2, mask=head_ok)
+    # The GPU's max drops NaN operands (the interpreter's keeps them): a NaN
+    # sum marks the head whose logits were NaN, so both report NaN.
+    max_logits = tl.where(l_i == l_i, m_i * _LN2, float("nan"))
+    tl.store(max_logits_ptr + stat, max_logits, mask=head_ok)
     tl.store(lse_ptr + stat, lse, mask=head_ok)
 
 
@@ -418,7 +424,9 @@ def sparse_mla_fwd(
         q: ``[s_q, h_q, 512]`` bf16, unit stride in the last dim; ``h_q`` in 1..128 (any).
         kv: ``[s_kv, 1, 512]`` bf16 rows (K is V), unit stride in the last dim.
         indices: ``[s_q, 1, topk]`` int32 (or int64) rows of ``kv``, unit stride in
-            the last dim.  An index < 0 or >= ``s_kv`` is skipped.
+            the last dim.  An index < 0 or >= ``s_kv`` is skipped (with
+            ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` only -1 may be, among the
+            columns ``topk_length`` counts; others raise ``ValueError``).
         sm_scale: softmax scale applied to ``q . k``.
         d_v: value dim; only 512 (K is V).
         attn_sink: optional ``[h_q]`` fp32; the output of head ``h`` is scaled by
@@ -433,7 +441,8 @@ def sparse_mla_fwd(
     Returns:
         ``(out [s_q, h_q, 512] bf16, max_logits [s_q, h_q] fp32, lse [s_q, h_q] fp32)``,
         natural-log units.  A query with no valid key gives ``out = 0``,
-        ``max_logits = -inf`` and ``lse = +inf``, as FlashMLA does.
+        ``max_logits = -inf`` and ``lse = +inf``, as FlashMLA does; a head
+        whose q holds NaN or inf gives NaN in all three.
     """
     check_tensor("q", q, dtypes=(torch.bfloat16,), ndim=3, last_dim_contiguous=True)
     check_launch_device("q", q)
@@ -460,6 +469,8 @@ def sparse_mla_fwd(
     s_kv = kv.shape[0]
     if s_kv >= 2**31:
         raise ValueError(f"kv has {s_kv} rows; indices address at most 2**31 - 1")
+    if bounds_check_enabled():
+        check_ids_in_range("indices", counted_ids(indices, topk_length), s_kv, allow_negative=True)
     out = torch.empty((s_q, h_q, d_v), dtype=torch.bfloat16, device=q.device)
     max_logits = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     lse = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)

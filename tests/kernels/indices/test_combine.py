@@ -148,3 +148,65 @@ def test_row_offsets_past_2_31_entries(gen, device):
     ref, _ = combine_topk_swa_indices_reference(**args, window_size=window, compress_ratio=4, topk=topk)
     assert torch.equal(out.cpu().long(), ref)
     del big_in, big_out
+
+
+def test_out_of_range_inputs_give_minus_one(gen, device):
+    # Positions past seq_len and negative ones, top-k entries past their
+    # request's compressed rows, and a workspace smaller than the rows the
+    # bases point at: each such entry is -1, as in the reference.
+    window, topk = 16, 24
+    args = _chunk(gen, prefixes=[100, 40], extends=[20, 12], ratio=4, topk=topk, hole_rate=0.1)
+    args["query_pos"][3] += 50
+    args["query_pos"][25] = -3
+    args["topk_indices"][5, :4] = torch.tensor([10**6, -2, 30, 2**40])
+    compressed_lens = args["seq_lens"] // 4
+    kv_rows = int(args["swa_base"][1]) + 7  # cuts into request 1's window union
+    dev = {k: v.to(device) for k, v in args.items()}
+    out, lens = combine_topk_swa_indices(
+        dev["topk_indices"], dev["query_start_loc"], dev["query_pos"], dev["seq_lens"], dev["gather_lens"],
+        dev["compressed_base"], dev["swa_base"], window, 4, topk,
+        compressed_lens=compressed_lens.to(device), kv_rows=kv_rows,
+    )
+    ref, ref_lens = combine_topk_swa_indices_reference(
+        **args, window_size=window, compress_ratio=4, topk=topk, compressed_lens=compressed_lens, kv_rows=kv_rows
+    )
+    assert torch.equal(out.cpu().long(), ref) and torch.equal(lens.cpu().long(), ref_lens)
+    assert int(out.max()) < kv_rows and int(lens[25]) == 0
+
+
+def test_explicit_swa_lengths_past_the_window_are_clamped(gen, device):
+    window = 8
+    args = _chunk(gen, prefixes=[30], extends=[6], ratio=4, topk=8)
+    swa_indices = torch.randint(0, 40, (6, window), generator=gen)
+    swa_lengths = torch.tensor([0, 3, window, window + 1, 10**6, -5])
+    _run(args, device, torch.int64, window=window, ratio=4, topk=8, swa_indices=swa_indices, swa_lengths=swa_lengths)
+
+
+def test_bounds_flag_names_the_argument(gen, device, monkeypatch):
+    window, topk = 16, 24
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "1")
+
+    def call(args, **kw):
+        dev = {k: v.to(device) for k, v in args.items()}
+        return combine_topk_swa_indices(
+            dev["topk_indices"], dev["query_start_loc"], dev["query_pos"], dev["seq_lens"], dev["gather_lens"],
+            dev["compressed_base"], dev["swa_base"], window, 4, topk, **kw,
+        )
+
+    fresh = lambda: _chunk(gen, prefixes=[100, 40], extends=[20, 12], ratio=4, topk=topk)  # noqa: E731
+    call(fresh(), compressed_lens=fresh()["seq_lens"] // 4)
+    args = fresh()
+    args["query_pos"][3] = int(args["seq_lens"][0])
+    with pytest.raises(ValueError, match=r"query_pos\[3\]"):
+        call(args)
+    args = fresh()
+    args["topk_indices"][30, 0] = -2
+    with pytest.raises(ValueError, match="topk_indices"):
+        call(args)
+    args = fresh()
+    args["topk_indices"][30, 0] = int(args["seq_lens"][1]) // 4
+    with pytest.raises(ValueError, match="topk_indices"):
+        call(args, compressed_lens=args["seq_lens"] // 4)
+    args = fresh()
+    with pytest.raises(ValueError, match="kv_rows"):
+        call(args, kv_rows=int(args["swa_base"][1]))

@@ -102,3 +102,18 @@ def test_bounds_flag_catches_a_wrong_total(gen, device, monkeypatch):
     # Without the flag a too-small total is still never written past.
     ids, *_ = build_swa_token_ids(*args, req_to_token.to(device), full_to_swa.to(device), 128, 40)
     assert ids.shape == (40,)
+
+
+def test_lookups_outside_the_tables_give_minus_one(gen, device):
+    # A pool row past req_to_token's rows, a negative one, a request longer
+    # than req_to_token is wide, and full ids past (or before) full_to_swa.
+    req_to_token, full_to_swa = _random_pool(gen, [40], 3, 200, 90, torch.int64)
+    req_to_token[1, 5:9] = torch.tensor([200, 201, 10**12, -7])
+    seq_lens = [40, 30, 60, 20, 30]  # the table is 45 wide: request 2 runs past it
+    ext_lens = [10, 30, 60, 5, 30]
+    pool_idx = [3, 1, 0, -1, 2**40]
+    _check(device, seq_lens, ext_lens, pool_idx, req_to_token, full_to_swa, dtype=torch.int64)
+    ids, *_ = build_swa_token_ids_reference(
+        torch.tensor(seq_lens), torch.tensor(ext_lens), torch.tensor(pool_idx), req_to_token, full_to_swa, L.SWA_WINDOW
+    )
+    assert int((ids == -1).sum()) == 40 + 4 + 15 + 20 + 30

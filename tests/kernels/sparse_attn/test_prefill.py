@@ -244,3 +244,26 @@ def test_gpu_matches_flashmla(gen, h, features):
     assert_attention_close(ours[0], theirs[0], 'out vs FlashMLA')
     torch.testing.assert_close(ours[1], theirs[1], atol=1e-6, rtol=2.01 / 65536)
     torch.testing.assert_close(ours[2], theirs[2], atol=1e-6, rtol=8.01 / 65536)
+
+
+# numpy warns of the NaN arithmetic the interpreter runs; it is the point here.
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("h", [16, 64])
+def test_nan_and_inf_in_q_give_nan(gen, device, h):
+    # A head whose q holds NaN or +-inf has NaN logits (or +inf ones, whose
+    # exp(x - max) is NaN): its out, max_logits and lse are NaN, never the
+    # empty-row markers; every other head is untouched.
+    s_q, topk = 3, 40
+    q, kv, idx = _inputs(gen, s_q, h, 200, topk, past_end=0.0)
+    q[0, 1, 7] = float("nan")
+    q[1, 2, 300] = float("inf")
+    q[2, 3, 0] = float("-inf")
+    sink = torch.randn(h, generator=gen)
+    out, max_logits, lse = sparse_mla_fwd(q.to(device), kv.to(device), idx.to(device), SCALE, attn_sink=sink.to(device))
+    r_out, r_max, r_lse = _ref(q, kv, idx, attn_sink=sink)
+    bad = torch.zeros(s_q, h, dtype=torch.bool)
+    bad[0, 1] = bad[1, 2] = bad[2, 3] = True
+    for got, ref in ((out.float().cpu(), r_out), (max_logits.cpu(), r_max), (lse.cpu(), r_lse)):
+        assert torch.equal(torch.isnan(got), torch.isnan(ref))
+    assert bool(torch.isnan(out[bad]).all()) and bool(torch.isnan(lse[bad]).all()) and bool(torch.isnan(max_logits[bad]).all())
+    _check((out[~bad], max_logits[~bad], lse[~bad]), (r_out[~bad], r_max[~bad], r_lse[~bad]))
