@@ -2,6 +2,7 @@
 """Sparse MLA attention on the GPU: Triton (this package) vs FlashMLA vs staged, one table.
 
     python scripts/bench_attention.py [--quick] [--only decode|prefill] [--check] [--sweep]
+    python scripts/bench_attention.py --from-json bench_attention.json [--markdown]
 
 Decode (``flash_mla_with_kvcache`` shapes, fp8 V4 caches): SWA 128 (page 256)
 plus C4 512 (page 64) at h 64, and SWA 128 + C4 1024 at h 128, for b in
@@ -45,12 +46,14 @@ with ours) on small shapes before timing.  ``--sweep`` also times every
 built-in launch configuration (and split counts for decode) on a few shapes,
 to choose defaults.  With ``$OUT`` set, every row goes to
 ``$OUT/bench_attention.json``.  A failing kernel prints its error in its row;
-the table goes on.
+the table goes on.  ``--from-json`` prints the summary of a saved run (no GPU
+needed); ``--markdown`` prints it as BENCHMARKS.md shows it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -67,7 +70,15 @@ import torch  # noqa: E402
 import triton  # noqa: E402
 
 from sglang_dsv4_sparse import layout as L  # noqa: E402
-from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, graph_ms, median_ms, save_json  # noqa: E402
+from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
+    copy_bandwidth_tbps,
+    graph_ms,
+    header_line,
+    markdown_table,
+    median_ms,
+    run_header,
+    save_json,
+)
 from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
     KernelConfig,
     sparse_mla_decode_paged,
@@ -230,26 +241,31 @@ def _print_row(row):
     print(_fmt_row(row), flush=True)
 
 
-def _lat(row) -> str:
+def _lat(row, sep: str = "") -> str:
     if row is None:
         return "-"
     if "error" in row:
         return "ERR"
     t = row["ms"]
-    return f"{t * 1e3:.1f}us" if t < 1 else f"{t:.3f}ms"
+    return f"{t * 1e3:.1f}{sep}us" if t < 1 else f"{t:.3f}{sep}ms"
 
 
-def _summary_lines() -> list[str]:
-    """One line per shape: each implementation's latency, ours against FlashMLA, our rates."""
+def _groups(rows: list[dict]) -> dict:
+    """Rows by (kind, shape), each a dict of implementation -> row."""
     groups: dict = {}
-    for row in ROWS:
+    for row in rows:
         if row["kind"] in ("decode", "prefill"):
             groups.setdefault((row["kind"], row["shape"]), {})[row["impl"]] = row
+    return groups
+
+
+def _summary_lines(rows: list[dict]) -> list[str]:
+    """One line per shape: each implementation's latency, ours against FlashMLA, our rates."""
     lines = [
         f"{'kind':8} {'shape':28} {'triton':>10} {'flashmla':>10} {'staged':>10} {'tri-fp8':>10} "
         f"{'x fm':>6} {'TFLOPS':>7} {'TB/s':>6} {'ln':>3} {'tmp MB':>7}  config"
     ]
-    for (kind, shape), impls in groups.items():
+    for (kind, shape), impls in _groups(rows).items():
         if "*" in impls:  # a whole half failed
             lines.append(f"{kind:8} ERROR {impls['*'].get('error', '')}")
             continue
@@ -268,6 +284,33 @@ def _summary_lines() -> list[str]:
             f"{_lat(impls.get('triton-fp8')):>10} {ratio:>6} {tflops:>7} {tbps:>6} {launches:>3} {temp:>7}  {note}"
         )
     return lines
+
+
+def _markdown_lines(payload: dict) -> list[str]:
+    """The summary as BENCHMARKS.md shows it: run header, copy ceiling, one row per shape."""
+    meta = payload.get("meta", {})
+    lines = [header_line(payload.get("header")) + f" Copy ceiling {meta.get('copy_tbps', float('nan')):.2f} TB/s"
+             " (read + write), same run.", ""]
+    head = ["shape", "Triton", "FlashMLA", "staged", "Triton fp8", "Triton / FlashMLA", "Triton TFLOPS", "temp MB",
+            "Triton launch"]
+    table = []
+    for (kind, shape), impls in _groups(payload["rows"]).items():
+        if "*" in impls:
+            table.append([kind, f"ERROR {impls['*'].get('error', '')}"] + [""] * (len(head) - 2))
+            continue
+        ours, fm, floor = impls.get("triton"), impls.get("flashmla"), impls.get("row-floor")
+        cells = [f"{kind} {shape}", _lat(ours, " "), _lat(fm, " "), _lat(impls.get("staged"), " "),
+                 _lat(impls.get("triton-fp8"), " "), "-", "-", "-", "-"]
+        if floor is not None:
+            cells[1] = _lat(floor, " ") + (f" ({floor['tbps']:.2f} TB/s)" if "ms" in floor else "")
+            cells[8] = "row-floor"
+        if ours is not None and "ms" in ours:
+            cells[6], cells[7] = f"{ours['tflops']:.0f}", f"{ours['temp_bytes'] / 2**20:.1f}"
+            cells[8] = ours.get("note", "")
+            if fm is not None and "ms" in fm:
+                cells[5] = f"{ours['ms'] / fm['ms']:.2f}"
+        table.append(cells)
+    return lines + markdown_table(head, table)
 
 
 def _ratio_notes(group: list[dict]):
@@ -630,7 +673,18 @@ def main(argv=None) -> int:
     parser.add_argument("--rep-ms", type=float, default=60.0, help="do_bench repetition time per measurement")
     parser.add_argument("--dry-run", action="store_true",
                         help="run the script's logic on tiny shapes on the CPU (Triton interpreter); no real timings")
+    parser.add_argument("--from-json", metavar="FILE", help="print the summary of a saved bench_attention.json and exit")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as BENCHMARKS.md shows it")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        if args.markdown:
+            print("\n".join(_markdown_lines(saved)))
+        else:
+            meta = saved.get("meta", {})
+            print(f"== summary ({meta.get('device', '?')}; copy ceiling {meta.get('copy_tbps', float('nan')):.2f} TB/s)")
+            print("\n".join(_summary_lines(saved["rows"])))
+        return 0
 
     if not DRY_RUN and not torch.cuda.is_available():
         print("bench_attention: needs a CUDA GPU (or --dry-run)", file=sys.stderr)
@@ -669,14 +723,17 @@ def main(argv=None) -> int:
 
     print()
     print(f"== summary ({device_name}; copy ceiling {copy_tbps:.2f} TB/s)")
-    for line in _summary_lines():
+    for line in _summary_lines(ROWS):
         print(line)
     print(f"(TFLOPS = 4*h_real*keys*512 per row / time; TB/s = key bytes read / time; ln = launches per call; "
           f"MB = temporary memory; x = time / FlashMLA's; total {time.time() - t0:.0f} s)")
 
     meta = {"device": device_name, "sms": sms, "torch": torch.__version__,
             "triton": triton.__version__, "copy_tbps": copy_tbps, "check_ok": check_ok}
-    save_json("bench_attention.json", {"meta": meta, "rows": ROWS})
+    payload = {"header": run_header(str(Path(__file__).resolve().parents[1])), "meta": meta, "rows": ROWS}
+    if args.markdown:
+        print("\n".join(_markdown_lines(payload)))
+    save_json("bench_attention.json", payload)
     return 0 if check_ok else 1
 
 

@@ -1,6 +1,7 @@
 """Benchmark the index and dequant kernels against the copy-bandwidth ceiling (GPU).
 
     python scripts/bench_kernels.py [--sweep] [--quick]
+    python scripts/bench_kernels.py --from-json bench_kernels.json [--markdown]
 
 Dequant at 32k / 262k / 1M rows of a C4 cache several times larger than L2,
 in three id patterns (random rows; random pages with their slots in order, as a
@@ -11,24 +12,39 @@ each input read once and each output written once. ``--sweep`` also times
 every block-size/warp configuration, which is how the constants in the kernel
 files were chosen. Times are CUDA-graph replays (GPU time, see
 ``sglang_dsv4_sparse.benchmarking``); the eager ``do_bench`` time with an L2
-flush is printed beside them.
+flush is printed beside them. ``--from-json`` prints the table of a saved run
+(no GPU needed); ``--markdown`` prints it as BENCHMARKS.md shows it.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
+from pathlib import Path
 
 import torch
 
-from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.benchmarking import copy_bandwidth_tbps, device_summary, graph_ms, median_ms, print_table, save_json
-from sglang_dsv4_sparse.kernels import dequant as dequant_mod
-from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices
-from sglang_dsv4_sparse.kernels.indices import combine as combine_mod
-from sglang_dsv4_sparse.kernels.indices import swa_token_ids as swa_mod
-from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's package, not an installed one
+
+from sglang_dsv4_sparse import layout as L  # noqa: E402
+from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
+    copy_bandwidth_tbps,
+    device_summary,
+    graph_ms,
+    header_line,
+    markdown_table,
+    median_ms,
+    print_table,
+    run_header,
+    save_json,
+)
+from sglang_dsv4_sparse.kernels import dequant as dequant_mod  # noqa: E402
+from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices  # noqa: E402
+from sglang_dsv4_sparse.kernels.indices import combine as combine_mod  # noqa: E402
+from sglang_dsv4_sparse.kernels.indices import swa_token_ids as swa_mod  # noqa: E402
+from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw  # noqa: E402
 
 # Spec anchors (SGLang's own Triton kernels, one H200, 2026-11-21): context only;
 # the in-run ceiling is the copy bandwidth measured here.
@@ -161,12 +177,42 @@ def bench_swa_ids(sweep):
     return [dict(kernel="swa ids", size=total, us=ms * 1e3, eager_us=eager * 1e3, tbps=moved / ms / 1e9)], sweep_rows
 
 
+def report(payload: dict, markdown: bool = False) -> None:
+    """Print a run's results: the plain table, or BENCHMARKS.md's (run header first, no spec anchors)."""
+    ceiling = payload["copy_tbps"]
+    if payload.get("sweep") and not markdown:
+        print_table("sweep (block, warps)", ["kernel", "size", "block", "warps", "us", "TB/s"], payload["sweep"])
+    table = []
+    for r in payload["results"]:
+        pct = 100 * r["tbps"] / ceiling if r["tbps"] == r["tbps"] else float("nan")
+        anchor = r.get("anchor") or r.get("anchor_us") or ""
+        table.append((r["kernel"], r["size"], r["us"], r["tbps"], pct, r["eager_us"], anchor))
+    if markdown:
+        print(header_line(payload.get("header")) + f" Copy ceiling {ceiling:.2f} TB/s (read + write), same run.")
+        print()
+        rows = [(k.strip(), n, f"{us:.1f}", f"{tb:.2f}", "-" if pct != pct else f"{pct:.0f}", f"{eager:.1f}")
+                for k, n, us, tb, pct, eager, _ in table]
+        print("\n".join(markdown_table(["kernel", "rows / queries", "graph us", "TB/s", "% of copy", "eager us"], rows)))
+        return
+    print(f"\ndevice: {payload['device']}; copy ceiling {ceiling:.2f} TB/s (read + write), same run")
+    print_table(
+        "index and dequant kernels (median)",
+        ["kernel", "rows/queries", "graph us", "TB/s", "% of copy", "eager us", "SGLang anchor (spec: TB/s or us)"],
+        table,
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sweep", action="store_true", help="also time every block/warp configuration")
     ap.add_argument("--quick", action="store_true", help="smallest sizes only")
     ap.add_argument("--only", choices=("dequant", "combine", "swa"), help="one kernel only")
+    ap.add_argument("--from-json", metavar="FILE", help="print the table of a saved bench_kernels.json and exit")
+    ap.add_argument("--markdown", action="store_true", help="print the table as BENCHMARKS.md shows it")
     args = ap.parse_args(argv)
+    if args.from_json:
+        report(json.loads(Path(args.from_json).read_text()), args.markdown)
+        return 0
     if not torch.cuda.is_available():
         print("bench_kernels.py needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -186,20 +232,10 @@ def main(argv=None) -> int:
             results += part[0]
             sweep_rows += part[1]
     ceiling = copy_bandwidth_tbps()  # after the kernels: same run, fresh allocations
-    if sweep_rows:
-        print_table("sweep (block, warps)", ["kernel", "size", "block", "warps", "us", "TB/s"], sweep_rows)
-    table = []
-    for r in results:
-        pct = 100 * r["tbps"] / ceiling if r["tbps"] == r["tbps"] else float("nan")
-        anchor = r.get("anchor") or r.get("anchor_us") or ""
-        table.append((r["kernel"], r["size"], r["us"], r["tbps"], pct, r["eager_us"], anchor))
-    print(f"\ndevice: {device_summary()}; copy ceiling {ceiling:.2f} TB/s (read + write), same run")
-    print_table(
-        "index and dequant kernels (median)",
-        ["kernel", "rows/queries", "graph us", "TB/s", "% of copy", "eager us", "SGLang anchor (spec: TB/s or us)"],
-        table,
-    )
-    save_json("bench_kernels.json", dict(device=device_summary(), copy_tbps=ceiling, results=results, sweep=sweep_rows))
+    payload = dict(header=run_header(str(Path(__file__).resolve().parents[1])), device=device_summary(),
+                   copy_tbps=ceiling, results=results, sweep=sweep_rows)
+    report(payload, args.markdown)
+    save_json("bench_kernels.json", payload)
     return 0
 
 

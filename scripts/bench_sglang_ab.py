@@ -447,7 +447,9 @@ def main() -> int:
                     row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
             results.append(row)
             print(f"[{done}/{total}, {time.time() - t0:.0f} s] {row}", flush=True)
-    meta = _run_header(device)
+    from sglang_dsv4_sparse.benchmarking import run_header
+
+    meta = run_header(ROOT, packages=("sglang",))
     path = args.json or os.path.join(os.environ.get("OUT", "."), "bench_sglang_ab.json")
     with open(path, "w") as f:
         json.dump(dict(header=meta, rows=results), f, indent=1)
@@ -455,56 +457,98 @@ def main() -> int:
     return 0
 
 
-def _run_header(device) -> dict:
-    import subprocess
-
-    import triton
-
-    try:
-        from importlib.metadata import version
-
-        sglang_version = version("sglang")
-    except Exception:
-        sglang_version = "?"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True).stdout.strip() or "?"
-    except Exception:
-        commit = "?"
-    return dict(
-        gpu=torch.cuda.get_device_name() if device == "cuda" else "cpu", date=time.strftime("%Y-%m-%d", time.gmtime()),
-        torch=torch.__version__, triton=triton.__version__, sglang=sglang_version, commit=commit,
-    )
-
-
 def _fmt(v):
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def print_tables(meta, rows, markdown=False):
-    header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
+def _failed_both(r):
+    return all("error" in r.get(name, {}) for name in ("sglang", "ours"))
+
+
+def _tables(rows, skip_failed=False):
+    """The extend and the decode table (header row first) of a run's rows; ``skip_failed`` leaves out
+    extend rows that failed for both backends."""
     ext_cols = ["meta", "c0", "c4", "c128", "step"]
-    lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
-             " fm = ours with FlashMLA on the padded query"]
-    head = ["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio", "fm step", "fm ratio"]
-    table = [head]
+    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio", "fm step", "fm ratio"]]
     for r in rows:
-        if r["kind"] != "extend":
+        if r["kind"] != "extend" or (skip_failed and _failed_both(r)):
             continue
         cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]]
         cells += [_pair(r, c) for c in ext_cols] + [_ratio(r, "step"), _one(r, "ours_fm", "step"),
                                                      _ratio(r, "step", "ours_fm")]
-        table.append(cells)
-    lines += _render(table, markdown)
-    lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
-    table = [["heads", "bs", "ctx", "step", "ratio", "fm step", "fm ratio"]]
+        extend.append(cells)
+    decode = [["heads", "bs", "ctx", "step", "ratio", "fm step", "fm ratio"]]
     for r in rows:
         if r["kind"] != "decode":
             continue
-        table.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step"), _one(r, "ours_fm", "step"),
-                      _ratio(r, "step", "ours_fm")])
-    lines += _render(table, markdown)
+        decode.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step"), _one(r, "ours_fm", "step"),
+                       _ratio(r, "step", "ours_fm")])
+    return extend, decode
+
+
+def print_tables(meta, rows, markdown=False):
+    # Markdown (BENCHMARKS.md): extend rows that failed for both backends become one sentence.
+    extend, decode = _tables(rows, skip_failed=markdown)
+    if markdown:
+        from sglang_dsv4_sparse.benchmarking import header_line
+
+        failed = [r for r in rows if r["kind"] == "extend" and _failed_both(r)]
+        lines = [header_line(meta), "", "Extend, one chunk (ms, SGLang / ours):", ""] + _render(extend, True)
+        if failed:
+            shapes = sorted({(r["chunk"], r["reqs"]) for r in failed})
+            error = failed[0]["sglang"]["error"].split(" in ")[0]
+            prefixes = "/".join(str(p) for p in sorted({r["prefix"] for r in failed}))
+            heads = "/".join(str(h) for h in sorted({r["heads"] for r in failed}))
+            lines += ["", f"{len(failed)} extend rows failed for both backends (" +
+                      ", ".join(f"{reqs} requests of {chunk} tokens" for chunk, reqs in shapes) +
+                      f"; prefixes {prefixes}; heads {heads}), SGLang's metadata raising `{error}`."]
+        lines += ["", "CUDA-graph decode, one SWA, C4 and C128 layer a replay (ms, SGLang / ours):", ""]
+        lines += _render(decode, True) + [""] + _findings(rows)
+        print("\n".join(lines))
+        return
+    header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
+    lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
+             " fm = ours with FlashMLA on the padded query"]
+    lines += _render(extend, markdown)
+    lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
+    lines += _render(decode, markdown)
     print("\n".join(lines))
+
+
+def _findings(rows):
+    """The tables' ranges as sentences, each computed from the rows (ratios are ours / SGLang)."""
+
+    def ok(r, name, key):
+        return key in r.get(name, {}) and key in r.get("sglang", {})
+
+    def span(kind, heads, name, key="step"):
+        vals = [r[name][key] / r["sglang"][key] for r in rows
+                if r["kind"] == kind and r["heads"] in heads and ok(r, name, key)]
+        return f"{min(vals):.2f}-{max(vals):.2f}x" if vals else "-"
+
+    narrow = "/".join(str(h) for h in sorted({r["heads"] for r in rows if r["heads"] < 64}))
+    wide = "/".join(str(h) for h in sorted({r["heads"] for r in rows if r["heads"] >= 64}))
+    is_narrow = {r["heads"] for r in rows if r["heads"] < 64}
+    is_wide = {r["heads"] for r in rows if r["heads"] >= 64}
+    lines = []
+    for kind, what in (("decode", "Decode step"), ("extend", "Extend step")):
+        parts = [(span(kind, is_wide, "ours"), f"at {wide} heads (FlashMLA in both)"),
+                 (span(kind, is_narrow, "ours_fm"), f"at {narrow} heads with FlashMLA on the padded query (`fm`)"),
+                 (span(kind, is_narrow, "ours"), f"at {narrow} heads with native-head Triton (`ours`)")]
+        parts = [f"{value} {where}" for value, where in parts if value != "-"]
+        if parts:
+            lines.append(f"- {what}, ours / SGLang: " + "; ".join(parts) + ".")
+    # What runs now: FlashMLA at every head count (ours at 64+, ours_fm below).
+    now = [(r, "ours_fm" if r["heads"] < 64 else "ours") for r in rows if r["kind"] == "extend"]
+    meta = [r[n]["meta"] - r["sglang"]["meta"] for r, n in now if ok(r, n, "meta")]
+    if meta:
+        longer = sum(d > 0 for d in meta)
+        lines.append(f"- Extend `meta` with FlashMLA (ours at {wide} heads, `fm` at {narrow}), ours minus SGLang's:"
+                     f" {min(meta):+.2f} to {max(meta):+.2f} ms, ours longer in {longer} of {len(meta)} rows.")
+    layers = [f"{key} {span('extend', is_wide, 'ours', key)}" for key in ("c0", "c4", "c128")]
+    if span("extend", is_wide, "ours", "c0") != "-":
+        lines.append(f"- Extend per layer at {wide} heads, same FlashMLA kernel, ours / SGLang: {', '.join(layers)}.")
+    return lines
 
 
 def _one(r, name, key):

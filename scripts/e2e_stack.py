@@ -1,6 +1,7 @@
 """End-to-end check and per-layer timings of the core on a GPU.
 
     python scripts/e2e_stack.py [--quick] [--kernels auto|flashmla|triton] [--skip-check] [--skip-bench]
+    python scripts/e2e_stack.py --from-json e2e_stack.json [--markdown]
 
 Check (ratios [0, 4, 128, 4, 128, 0], 64 heads, top-k 512, one C4 cache past
 2**31 bytes): (a) a 32768-token prompt in chunks of 8192, (b) the same prompt
@@ -14,19 +15,34 @@ every readable compressed row ("all") or only those the top-k picks
 context; the peak temporary memory of a C128 layer on a 32768-token chunk at
 1M context, tiled (ours) and untiled (one index tensor for the whole chunk,
 as SGLang 0.5.23 builds it), and its time at an 8192 chunk / 128k context.
+``--quick`` makes the prompts 8x shorter and keeps two C4 cases and the 128k
+C128 case. ``--from-json`` prints the tables of a saved run (no GPU needed);
+``--markdown`` prints them as BENCHMARKS.md shows them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.benchmarking import device_summary, print_table, save_json
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's package, not an installed one
+
+from sglang_dsv4_sparse import layout as L  # noqa: E402
+from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
+    device_summary,
+    header_line,
+    markdown_table,
+    print_table,
+    run_header,
+    save_json,
+)
 
 TOLERANCE = 1e-2
 
@@ -170,13 +186,77 @@ def run_bench(quick: bool) -> tuple[list, list]:
     return c4_rows, mem_rows
 
 
+PER_LAYER_HEAD = ["step", "layer", "ratio", "ms", "rel err"]
+CHECK_HEAD = ["run", "what", "value", "verdict"]
+C4_HEAD = ["chunk", "prefix", "readable rows", "all ms", "selected ms", "auto ms", "auto picks"]
+C128_HEAD = ["chunk", "context", "variant", "query tiles", "peak temp MiB", "ms"]
+C4_TITLE = "C4 layer prefill, h 64, top-k 512: compressed rows dequantized (median ms)"
+C128_TITLE = "C128 layer prefill, h 64: peak temporary memory and time"
+
+
+def _prompts(per_layer: list) -> list[tuple[int, int, int]]:
+    """(prompt tokens, first chunk, decode steps) of each checked run, read from its per-layer step names."""
+    runs: list[list] = []
+    for what, *_ in per_layer:
+        m = re.match(r"prefill \[(\d+), (\d+)\)", what)
+        if m and int(m.group(1)) == 0 and (not runs or runs[-1][2]):
+            runs.append([None, int(m.group(2)), set()])  # a new prompt starts at position 0
+        d = re.match(r"decode pos (\d+)", what)
+        if d and runs:
+            pos = int(d.group(1))
+            runs[-1][0] = pos if runs[-1][0] is None else min(runs[-1][0], pos)
+            runs[-1][2].add(pos)
+    return [(prompt, chunk, len(steps)) for prompt, chunk, steps in runs]
+
+
+def _markdown(payload: dict) -> list[str]:
+    """BENCHMARKS.md's tables: the check (prompt sizes from the step names), C4 and C128 prefill."""
+    lines = [header_line(payload.get("header")), ""]
+    if payload.get("check"):
+        prompts = _prompts(payload.get("per_layer", []))
+        what = {}
+        if len(prompts) == 2:
+            (pa, ca, da), (pc, cc, dc) = prompts
+            what = {"a": f"(a) {pa} tokens in chunks of {ca}, + {da} decode steps",
+                    "b": f"(b) {pa} tokens as one chunk, + {da} decode steps",
+                    "a vs b": "(a) against (b), every layer's output",
+                    "c": f"(c) {pc} tokens in chunks of {cc}, + {dc} decode steps"}
+        rows = [(what.get(run, run), label, f"{value:.2e}" if value else "0", verdict)
+                for run, label, value, verdict in payload["check"]]
+        lines += markdown_table(CHECK_HEAD, rows) + [""]
+    if payload.get("c4"):
+        rows = [(c, p, n, f"{a:.2f}", f"{sel:.2f}", f"{auto:.2f}", pick) for c, p, n, a, sel, auto, pick in payload["c4"]]
+        lines += [C4_TITLE + ":", ""] + markdown_table(C4_HEAD, rows) + [""]
+    if payload.get("c128"):
+        rows = [(c, ctx, v, t, f"{mib:.1f}", f"{ms:.2f}") for c, ctx, v, t, mib, ms in payload["c128"]]
+        lines += [C128_TITLE + ":", ""] + markdown_table(C128_HEAD, rows)
+    return lines
+
+
+def report(payload: dict, markdown: bool = False) -> None:
+    if markdown:
+        print("\n".join(_markdown(payload)))
+        return
+    if payload.get("check"):
+        print_table("per-layer time per step, run (a) then (c) (CUDA events, ms)", PER_LAYER_HEAD, payload["per_layer"])
+        print_table("e2e check", CHECK_HEAD, payload["check"])
+    if "c4" in payload:
+        print_table(C4_TITLE, C4_HEAD, payload["c4"])
+        print_table(C128_TITLE, C128_HEAD, payload["c128"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="prompts 8x shorter, fewer bench cases")
     ap.add_argument("--kernels", choices=("auto", "flashmla", "triton"), help="sets SGLANG_DSV4_SPARSE_KERNELS")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--from-json", metavar="FILE", help="print the tables of a saved e2e_stack.json and exit")
+    ap.add_argument("--markdown", action="store_true", help="print the tables as BENCHMARKS.md shows them")
     args = ap.parse_args(argv)
+    if args.from_json:
+        report(json.loads(Path(args.from_json).read_text()), args.markdown)
+        return 0
     if not torch.cuda.is_available():
         print("e2e_stack.py needs a CUDA GPU; the CPU version is tests/test_stack_check.py", file=sys.stderr)
         return 2
@@ -184,28 +264,23 @@ def main(argv=None) -> int:
         os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = args.kernels
     from sglang_dsv4_sparse.dispatch import describe
 
-    print(f"device: {device_summary()}; {describe(torch.device('cuda'))}")
+    kernels = describe(torch.device("cuda"))
+    print(f"device: {device_summary()}; {kernels}")
     t0 = time.time()
     ok = True
-    payload = {}
+    payload = {"header": run_header(str(Path(__file__).resolve().parents[1]), kernels=kernels)}
     if not args.skip_check:
         rows, ok, per_layer = run_checks(args.quick)
         payload.update(check=rows, per_layer=per_layer)
-        print_table("per-layer time per step, run (a) then (c) (CUDA events, ms)", ["step", "layer", "ratio", "ms", "rel err"], per_layer)
-        print_table("e2e check", ["run", "what", "value", "verdict"], rows)
+        if not args.markdown:
+            report(dict(check=rows, per_layer=per_layer))
     if not args.skip_bench:
         c4_rows, mem_rows = run_bench(args.quick)
         payload.update(c4=c4_rows, c128=mem_rows)
-        print_table(
-            "C4 layer prefill, h 64, top-k 512: compressed rows dequantized (median ms)",
-            ["chunk", "prefix", "readable rows", "all ms", "selected ms", "auto ms", "auto picks"],
-            c4_rows,
-        )
-        print_table(
-            "C128 layer prefill, h 64: peak temporary memory and time",
-            ["chunk", "context", "variant", "query tiles", "peak temp MiB", "ms"],
-            mem_rows,
-        )
+        if not args.markdown:
+            report(dict(c4=c4_rows, c128=mem_rows))
+    if args.markdown:
+        report(payload, markdown=True)
     save_json("e2e_stack.json", payload)
     print(f"\ne2e_stack: {'PASS' if ok else 'FAIL'} in {time.time() - t0:.0f} s")
     return 0 if ok else 1

@@ -1,6 +1,7 @@
 """SGLang's DSv4 attention kit against both backends, every case, 8 to 128 heads (GPU).
 
     python scripts/sglang_kit_matrix.py [--heads 8,16,64,128] [--json FILE] [--no-graph]
+    python scripts/sglang_kit_matrix.py --from-json sglang_kit_matrix.json [--markdown]
 
 Runs every ``make_dsv4_cases`` case as a window-only, C4 and C128 layer
 (extends with ``SGLANG_OPT_FLASHMLA_SPARSE_PREFILL`` on and off) through this
@@ -11,7 +12,9 @@ reference, and ours must match SGLang's, with the kit's tolerance. Then the
 kit's CUDA-graph decode runner (``run_dsv4_cuda_graph_decode_case``) on each
 decode case and ratio for both backends. Prints a summary table last; exit
 status 1 if anything failed. Imports the test-only stand-ins and helpers from
-``tests/sglang`` (``scripts/gpu_sglang_check.sh`` runs it).
+``tests/sglang`` (``scripts/gpu_sglang_check.sh`` runs it). ``--from-json``
+prints the summary of a saved run (no GPU needed); ``--markdown`` prints it
+as BENCHMARKS.md shows it, one row per head count.
 """
 
 from __future__ import annotations
@@ -39,7 +42,17 @@ def main() -> int:
     parser.add_argument("--heads", default="8,16,64,128", help="comma-separated real head counts")
     parser.add_argument("--json", default=None, help="write every row here (default: $OUT/sglang_kit_matrix.json)")
     parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph decode runner")
+    parser.add_argument("--from-json", metavar="FILE", help="print the summary of a saved sglang_kit_matrix.json and exit")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as BENCHMARKS.md shows it")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        if args.markdown:
+            print("\n".join(_markdown(saved)))
+            return 0
+        heads_list = sorted({r["heads"] for r in saved["kit"]})
+        return _summary(saved["kit"], saved["graph"], heads_list)
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
 
     import torch
@@ -86,9 +99,13 @@ def main() -> int:
                     if row["status"] != "pass" or done % 40 == 0:
                         print(f"[{done}/{total}, {time.time() - t_start:.0f} s] {row}", flush=True)
     graph_rows = [] if args.no_graph else _graph_runner(kr, testcase)
+    from sglang_dsv4_sparse.benchmarking import run_header
+
     out_path = args.json or os.path.join(os.environ.get("OUT", "."), "sglang_kit_matrix.json")
     with open(out_path, "w") as f:
-        json.dump(dict(kit=rows, graph=graph_rows), f, indent=1)
+        json.dump(dict(header=run_header(ROOT, packages=("sglang",)), kit=rows, graph=graph_rows), f, indent=1)
+    if args.markdown:
+        print("\n".join(_markdown(dict(kit=rows, graph=graph_rows))))
     return _summary(rows, graph_rows, heads_list)
 
 
@@ -124,6 +141,33 @@ def _graph_runner(kr, testcase) -> list:
     finally:
         registry.ATTENTION_BACKENDS["dsv4"] = saved
     return rows
+
+
+def _markdown(saved) -> list[str]:
+    """One row per head count (every ratio and route): cases, verdicts and the worst errors on the kit's scale."""
+    from sglang_dsv4_sparse.benchmarking import header_line, markdown_table
+
+    rows, graph_rows = saved["kit"], saved.get("graph", [])
+    table = []
+    for heads in sorted({r["heads"] for r in rows}):
+        sel = [r for r in rows if r["heads"] == heads]
+        ran = [r for r in sel if "ours_vs_ref" in r]
+        counts = [sum(r["status"] in status for r in sel) for status in (("pass",), ("skip",), ("FAIL", "ERROR"))]
+
+        def worst(key):
+            return f"{max(r[key] for r in ran):.3f}" if ran else "-"
+
+        table.append([heads, len(sel), *counts, worst("ours_vs_ref"), worst("sglang_vs_ref"), worst("ours_vs_sglang")])
+    lines = [header_line(saved.get("header")), ""]
+    lines += markdown_table(["heads", "cases", "pass", "skip", "fail", "ours vs reference", "SGLang vs reference",
+                             "ours vs SGLang"], table)
+    if graph_rows:
+        runs = [f"{sum(r['status'] == 'pass' for r in graph_rows if r['backend'] == name)}"
+                f"/{sum(r['backend'] == name for r in graph_rows)}" for name in ("ours", "sglang")]
+        lines += ["", f"The kit's CUDA-graph decode runner (64 heads): {runs[0]} cases pass on ours, {runs[1]} on SGLang's."]
+    for why in sorted({r["why"] for r in rows if r["status"] == "skip"}):
+        lines += ["", f"Skipped for both backends: {why}."]
+    return lines
 
 
 def _summary(rows, graph_rows, heads_list) -> int:

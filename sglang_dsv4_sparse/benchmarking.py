@@ -13,14 +13,18 @@ Two clocks, both medians of CUDA-event timings:
   kernels. Reported beside the graph time for comparison.
 
 Plus the device-to-device copy bandwidth measured in the same run as the
-ceiling, and a plain-text table printer.
+ceiling, a plain-text and a Markdown table printer, and the run header each
+script saves with its JSON (``scripts/benchmarks_md.py`` prints BENCHMARKS.md
+from those files).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Sequence
+import subprocess
+import time
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -69,6 +73,61 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
         print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """``print_table``'s table as Markdown lines (floats formatted alike)."""
+    lines = ["| " + " | ".join(str(c) for c in headers) + " |", "|" + " --- |" * len(headers)]
+    return lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+
+
+def run_header(repo_dir: str, packages: Sequence[str] = (), **extra: object) -> dict:
+    """What a benchmark ran on, saved with its JSON: GPU, date (UTC), torch and Triton versions, commit.
+
+    ``commit`` is ``git rev-parse --short HEAD`` in ``repo_dir`` (``+dirty`` when
+    tracked files differ from it, ``?`` without git); a copied working tree may
+    carry a stale ``.git``, so check it against the code that ran.  Each of
+    ``packages`` adds its installed version; ``extra`` is stored as given.
+    """
+    from importlib.metadata import version
+
+    import triton
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run(["git", *args], cwd=repo_dir, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD") or "?"
+    if commit != "?" and git("status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    header = dict(
+        gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        date=time.strftime("%Y-%m-%d", time.gmtime()),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        commit=commit,
+    )
+    for name in packages:
+        try:
+            header[name] = version(name)
+        except Exception:  # not installed, or no metadata
+            header[name] = "?"
+    header.update(extra)
+    return header
+
+
+def header_line(header: Optional[dict]) -> str:
+    """A saved run header as one line of BENCHMARKS.md (its ``note``, if any, after it)."""
+    if not header:
+        return "Run header: not recorded in this JSON."
+    text = f"{header['gpu']}, {header['date']}, torch {header['torch']}, Triton {header['triton']}"
+    if header.get("sglang"):
+        text += f", SGLang {header['sglang']}"
+    text += f", commit {header['commit']}."
+    return f"Run: {text}" + (f" {header['note']}" if header.get("note") else "")
 
 
 def _fmt(c: object) -> str:
