@@ -51,9 +51,10 @@ def copy_bandwidth_tbps(num_bytes: int = 2 << 30) -> float:
     """Device-to-device copy bandwidth, bytes read plus written, in TB/s."""
     src = torch.empty(num_bytes, dtype=torch.uint8, device="cuda").random_()
     dst = torch.empty_like(src)
-    # Eager: a memcpy captured in a CUDA graph becomes a copy-engine node (~2.8
-    # TB/s on an H200), not the SM copy kernel (~4.2). At 4 GB a call, do_bench's
-    # flush and host time are under 1% of it.
+    # Eager: a memcpy captured in a CUDA graph becomes a copy-engine node, which
+    # measured well under the SM copy kernel on an H200 (docs/design-notes.md,
+    # "How the benchmarks measure"). At 4 GB a call, do_bench's flush and host
+    # time are small beside it.
     ms = median_ms(lambda: dst.copy_(src))
     del src, dst
     torch.cuda.empty_cache()

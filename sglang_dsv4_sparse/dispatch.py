@@ -12,7 +12,8 @@ does, at every head count. Inside SGLang's own step (scripts/bench_sglang_ab.py:
 graph-captured decode, eager prefill over SGLang's batches) FlashMLA on the
 padded query beat the native-head Triton kernels at 8 and 16 heads in every
 row measured, although the kernels alone, timed apart, favour Triton at 16
-heads; BENCHMARKS.md has the table and docs/design-notes.md the history.
+heads; BENCHMARKS.md (section 4) has the table and docs/design-notes.md the
+history.
 Triton runs where FlashMLA cannot (other GPUs, no wheel, more than 128
 heads) or when forced.
 """

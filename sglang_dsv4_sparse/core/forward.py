@@ -25,13 +25,12 @@ from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
 RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
-# only the rows this layer's top-k selects ("selected"). Measured on an H200
-# (BENCHMARKS.md, section 3): the mark/compact pass of "selected" costs ~0.5-0.8
-# ms of extra launches, while "all" streams rows at ~3.4 TB/s (1608 bytes a row,
-# ~0.5 ns): 16 queries over a 120k prefix took 0.23 ms with "all" and 0.78 ms
-# with "selected", one query over a 1M context 0.37 and 1.18 ms. "auto" therefore
-# picks "selected" only past ~2M readable rows (8M tokens of context), and only
-# when the top-k picks fewer than half of them.
+# only the rows this layer's top-k selects ("selected"). The mark / compact /
+# remap launches of "selected" cost more than streaming every readable row at
+# every context measured, up to one query over 1M tokens (H200; BENCHMARKS.md
+# section 3, docs/design-notes.md, "C4 layers"). "auto" therefore picks
+# "selected" only past ~2M readable rows (8M tokens of context), and only when
+# the top-k picks fewer than half of them.
 C4_SELECT_MIN_ROWS = 1 << 21
 C4_SELECT_WHEN_ROWS_OVER_PICKS = 2.0
 

@@ -42,7 +42,8 @@ COMPRESS_RATIOS = (4, 128)
 # of 48 MiB keep a C128 layer's temporaries (tile index rows, the tile's
 # attention output before it lands in the layer output, the workspace) under
 # 256 MiB there, while an 8k chunk at 128k context (38 MiB) stays one tile
-# built once per step (see BENCHMARKS.md).
+# built once per step (measured: docs/design-notes.md, "C128 query tiles";
+# BENCHMARKS.md section 3 has the current 128k figures).
 C128_INDEX_BUDGET_BYTES = 48 << 20
 # The paged route's index rows are int32: an id they cannot hold is a hole,
 # not a wrapped-around id that may land inside a cache.

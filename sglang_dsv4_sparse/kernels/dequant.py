@@ -20,16 +20,16 @@ from ..validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range,
 from .paged_rows import row_byte_offsets
 from .triton_utils import check_launch_device
 
-# Rows per program and warps: the best of the 20-point sweep at 262k random
-# rows on an H200 (BENCHMARKS.md, "dequant sweep"). Small one-warp programs
-# let many rows' loads be in flight per SM; 8 warps on 1-2 rows was 2-3x slower.
+# Rows per program and warps: the best of a 20-point sweep at 262k random
+# rows on an H200 (``bench_kernels.py --sweep``; docs/design-notes.md,
+# "Dequant"). Small one-warp programs let many rows' loads be in flight per SM.
 DEQUANT_BLOCK_TOKENS = 4
 DEQUANT_NUM_WARPS = 1
 # L2 policy of the cache reads.  Neighbouring rows share L2 lines (a row is
 # 576 bytes, 4.5 lines of 128; four rows' scales fill one 32-byte sector), and
-# keeping those lines measured faster on an H200 (BENCHMARKS.md): evict_last
-# beat evict_first by 3-5% and the default policy by 2-3%, on random rows and
-# on page-ordered ones alike.
+# keeping those lines measured faster on an H200: evict_last beat evict_first
+# and the default policy on random rows and on page-ordered ones alike
+# (docs/design-notes.md, "Dequant").
 DEQUANT_EVICTION = "evict_last"
 
 

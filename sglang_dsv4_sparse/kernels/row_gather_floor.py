@@ -24,8 +24,8 @@ from .triton_utils import check_launch_device
 # 8-byte words in a bf16 key row.
 ROW_WORDS = 2 * L.HEAD_DIM // 8
 # 32 keys a step on 4 warps: the fastest of 16-64 keys on 4-8 warps with 1-4
-# pipeline stages in an exploration run (H200, s_q 8192, top-k 640 over
-# 32768 rows: 0.585 ms; 64 keys 0.60, 8 warps 0.60-0.67).
+# pipeline stages in an exploration run (H200; docs/design-notes.md, "Sparse
+# prefill kernel").
 ROW_FLOOR_BLOCK_N = 32
 ROW_FLOOR_NUM_WARPS = 4
 

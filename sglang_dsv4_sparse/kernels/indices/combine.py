@@ -38,9 +38,10 @@ from ..triton_utils import check_launch_device
 from .bounds import check_combine_bounds
 from .request_search import find_request
 
-# Queries per program and warps: among the best of the 20-point sweep at 32k
-# queries on an H200 (BENCHMARKS.md, "combine sweep"); rows are written in
-# 128-column chunks, so two queries per program already issue wide stores.
+# Queries per program and warps: among the best of a 20-point sweep at 32k
+# queries on an H200 (``bench_kernels.py --sweep``; docs/design-notes.md);
+# rows are written in 128-column chunks, so two queries per program already
+# issue wide stores.
 COMBINE_BLOCK_QUERIES = 2
 COMBINE_NUM_WARPS = 2
 # Columns per inner step: the combined width is a multiple of it.

@@ -22,9 +22,10 @@ from .bounds import check_swa_token_ids_bounds
 from .request_search import find_request
 
 # Output ids per program and warps. Each id costs two dependent gathers
-# (req_to_token, full_to_swa); the sweep on an H200 (BENCHMARKS.md, "swa ids")
-# found every block from 128 to 2048 within noise of each other for a 32k
-# chunk, so 512 keeps the grid above the SM count from ~70k ids on.
+# (req_to_token, full_to_swa); the sweep on an H200 (``bench_kernels.py
+# --sweep``; docs/design-notes.md) found blocks of 128-512 within noise of each
+# other for a 32k chunk and larger ones slower, so 512 keeps the grid above the
+# SM count from ~70k ids on.
 SWA_IDS_BLOCK = 512
 SWA_IDS_NUM_WARPS = 4
 

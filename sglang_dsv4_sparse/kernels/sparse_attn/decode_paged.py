@@ -95,23 +95,18 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 # Tried in order (see prefill.launch_with_fallback); a config whose shared
 # memory exceeds the GPU's is skipped.  BLOCK_H 64 (wgmma): 8 warps for the
 # [64, 512] fp32 accumulator, 64-key tiles (32-key tiles and hand-pipelined
-# loops measured slower: b 128 h 128 301 and 420 us against 249), and the
-# score dot split across the two warpgroups
-# (prefill._online_softmax_step).  Measured on an H200 (graph
-# replays, BENCHMARKS.md), split against unsplit: b 128 h 64 53.5 against
-# 77.3 us, b 64 / 128 h 128 90.5 / 178 against 126 / 247.
+# loops measured slower), and the score dot split across the two warpgroups
+# (prefill._online_softmax_step), which measured faster than the unsplit dot
+# at every 64- and 128-head batch timed.
 # Pipeline depth by grid size (rows x head blocks, before splits).  Up to 3
 # stages the pipeliner (Triton's sm_90 TTGIR shows) keeps one row buffer and
 # waits for every copy at the top of each block; at 5 it keeps two (227 KB of
 # shared memory) and leaves the next gather in flight.  Grids above
 # WIDE_UNPIPELINED_MAX_PROGRAMS walk many blocks per program and take 5
-# stages (b 64 h 64: 38.3 us against 42.0 with 3; b 64 h 128: 90.5 against
-# 98.2).  Smaller grids are split into programs of 1-3 blocks, where the
+# stages.  Smaller grids are split into programs of 1-3 blocks, where the
 # pipeline's copies and waits cost more than they hide: no pipelining, rows
-# loaded straight into registers (b 1 / 2 / 4 / 8 h 128: 16.2 / 16.9 / 19.2 /
-# 23.7 us against 17.4 / 17.9 / 20.6 / 25.4 with 3 stages; b 2 / 4 / 8 / 16
-# / 32 h 64: 14.2 / 14.4 / 15.4 / 18.4 / 25.5 against 15.6 / 15.7 / 16.8 /
-# 20.1 / 26.2 with 3 or 5; b 16 h 128 34.8 either way).
+# loaded straight into registers.  The figures behind each choice (H200):
+# docs/design-notes.md, "Paged decode kernel"; today's: BENCHMARKS.md.
 DECODE_CONFIGS_WIDE_FEW = (
     KernelConfig(64, 8, 1, split_scores=True),
     KernelConfig(64, 8, 3, split_scores=True),
@@ -124,17 +119,14 @@ DECODE_CONFIGS_WIDE_FEW = (
 DECODE_CONFIGS_WIDE = (KernelConfig(64, 8, 5, split_scores=True),) + DECODE_CONFIGS_WIDE_FEW
 WIDE_UNPIPELINED_MAX_PROGRAMS = 32
 
-# BLOCK_H 16, by grid size.  Measured (H200, graph replays, BENCHMARKS.md
-# "decode sweep", h 16, SWA 128 + C4 512): up to 16 rows x head blocks,
-# 64-key tiles on 8 warps without pipelining are fastest (b 1 / 8: 10.6 /
-# 11.5 us; 32-key tiles on 4 warps 12.3 / 13.1).  Above, 64-key tiles on 4
-# warps with the keys-major score dot (a wgmma with M = 64 keys instead of an
-# mma.sync with M = 16 heads) and no pipelining: 82 KB of shared memory, so
-# two programs share an SM and each hides the other's gathers (b 32 / 64 /
-# 128 / 256 / 512: 17.7 / 25.7 / 45.5 / 70.4 / 136.1 us against 20.1 / 29.4
-# / 54.9 / 95.4 / 187.2 with the former 32-key, 2-stage default, which comes
-# next; with 2 stages the keys-major tile needs 123 KB and one program an SM:
-# 36.4 us at b 64).
+# BLOCK_H 16, by grid size, each the fastest of the configs timed (H200,
+# docs/design-notes.md, "Paged decode kernel"): up to NARROW_FEW_MAX_PROGRAMS
+# rows x head blocks, 64-key tiles on 8 warps without pipelining.  Above,
+# 64-key tiles on 4 warps with the keys-major score dot (a wgmma with M = 64
+# keys instead of an mma.sync with M = 16 heads) and no pipelining: 82 KB of
+# shared memory, so two programs share an SM and each hides the other's
+# gathers; the former 32-key, 2-stage default comes next (with 2 stages the
+# keys-major tile needs 123 KB and one program an SM, which measured slower).
 DECODE_CONFIGS_NARROW_FEW = (
     KernelConfig(64, 8, 1),
     KernelConfig(64, 8, 2),
@@ -167,9 +159,8 @@ _DECODE_NARROW_H = 16
 # tests take the same split decisions as the GPU.
 DEFAULT_NUM_SMS = 132
 # Above 16 heads, a batch of at most this many 64-head programs runs 16-head
-# programs instead.  Measured (H200, BENCHMARKS.md): b 1 h 64 took 11.2 us
-# with 16-head programs against 17.9 with one 64-head program; at b 8 h 64 and
-# at b 1 h 128 they were slower or even (28.0 / 20.9 us against 19.9 / 20.3).
+# programs instead: faster there, and slower or even at every larger grid
+# measured (H200, docs/design-notes.md, "Paged decode kernel").
 NARROW_MAX_WIDE_PROGRAMS = 1
 
 # Merge tile: 8 heads x 128 columns of fp32 per program, so that even b = 1

@@ -102,9 +102,9 @@ class KernelConfig:
 # (64 KB) asynchronously into a 2-deep shared ring that both dots read (K is
 # V), next to the 64 KB q tile.  Splitting the score dot across the
 # warpgroups adds P's exchange: 208 KB of shared memory, 255 registers, no
-# spills.  Measured at h 64 / 128, s_q 8192 on an H200 (BENCHMARKS.md):
-# 2.42 / 4.80 ms against 2.82 / 5.60 unsplit (n64w8s3x 2.70 / 5.21, n32w8s3x
-# 3.45).  The next entries need less shared memory.
+# spills.  At 64 and 128 heads it measured faster than the unsplit dot and the
+# other configs timed (H200; docs/design-notes.md, "Sparse prefill kernel").
+# The next entries need less shared memory.
 PREFILL_CONFIGS_WIDE = (
     KernelConfig(64, 8, 2, split_scores=True),
     KernelConfig(64, 8, 2),
@@ -120,13 +120,11 @@ PREFILL_CONFIGS_NARROW = (
     KernelConfig(32, 8, 1, prefetch=True),
     KernelConfig(16, 4, 1),
 )
-# BLOCK_H 16 puts the keys-major score dot first.  Measured at h 16, s_q 8192,
-# top-k 640 on an H200 (BENCHMARKS.md, with the ids loaded a block ahead):
-# 1.12 ms against 1.14 for the heads-major n64w4s2, 1.29 / 1.49 for n32w4s2 /
-# n32w4s3; more stages or warps keep one program an SM and were slower
-# (n64w4s3k 1.53, n64w8s2k 1.77).  At BLOCK_H 32 (not measured) the
-# keys-major tile spills more (920 bytes of stack in the sm_90 compile), so
-# that width keeps the heads-major list.
+# BLOCK_H 16 puts the keys-major score dot first: at 16 heads it measured
+# faster than the heads-major configs; more stages or warps keep one program an
+# SM and were slower (H200; docs/design-notes.md, "Sparse prefill kernel").
+# At BLOCK_H 32 (not measured) the keys-major tile spills more (920 bytes of
+# stack in the sm_90 compile), so that width keeps the heads-major list.
 PREFILL_CONFIGS_H16 = (KernelConfig(64, 4, 2, keys_major=True),) + PREFILL_CONFIGS_NARROW
 
 _CONFIG_CACHE: dict = {}
@@ -226,9 +224,9 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl
     then splits its keys across the warpgroups (``warpsPerCTA = [4, 2]``), and
     P's halves meet in shared memory for the P V dot, as FlashMLA does by hand.
     The skipped-key mask stays outside the branch: Triton 3.6's pipeliner fails
-    on a pipelined load (``live``) used inside it. Measured on an H200
-    (BENCHMARKS.md): prefill at 64 heads 2.82 -> 2.42 ms, decode b 128 h 64 77
-    -> 54 us.
+    on a pipelined load (``live``) used inside it. It measured faster in
+    prefill and decode at 64 and 128 heads (H200; docs/design-notes.md,
+    "Sparse prefill kernel" and "Paged decode kernel").
     """
     if DOT_FP32:
         k = k.to(tl.float32)
@@ -253,11 +251,10 @@ def _online_softmax_step_keys_major(q, k, live, m_i, l_i, acc, scale_log2, DOT_F
 
     Why: at 16 heads the heads-major score dot has M = 16, which only
     mma.sync takes; keys-major it has M = BLOCK_N = 64 and runs as a wgmma
-    (warpgroup MMA) reading both operands from shared memory.  Measured on an
-    H200 (BENCHMARKS.md): 1.18 ms against 1.27 at h 16, s_q 8192, top-k 640.
-    At 64 heads it was slower (2.9-3.7 ms against 2.8): the score tile then
-    needs 128 keys to split across warpgroups, which leaves no room in shared
-    memory for a pipelined gather.
+    (warpgroup MMA) reading both operands from shared memory.  It measured
+    faster at 16 heads and slower at 64, where the score tile needs 128 keys to
+    split across warpgroups, which leaves no room in shared memory for a
+    pipelined gather (H200; docs/design-notes.md, "Sparse prefill kernel").
     """
     if DOT_FP32:
         k = k.to(tl.float32)
@@ -384,8 +381,8 @@ def _sparse_mla_fwd_kernel(
         # asynchronous copies into shared memory, one step ahead.  The ids
         # are loaded a block ahead by hand: in the sm_90 TTGIR the pipeliner
         # issues the next block's ids load and row copies after the current
-        # block's dots, so the copies waited for the ids as well (h 16, s_q
-        # 8192 on an H200: 1.12 ms against 1.17; h 64: 2.37 against 2.40).
+        # block's dots, so the copies waited for the ids as well (faster at
+        # 16 and 64 heads on an H200; docs/design-notes.md).
         kid, live = _kv_ids(idx_row, 0, n_keys, s_kv, BLOCK_N)
         for start in range(0, n_keys, BLOCK_N):
             next_kid, next_live = _kv_ids(idx_row, start + BLOCK_N, n_keys, s_kv, BLOCK_N)
