@@ -20,8 +20,17 @@ DSV4_EXIT_NO_SGLANG=3
 DSV4_EXIT_NO_GPU=4
 DSV4_EXIT_NO_SERVER=5
 
-# The interpreter that runs `python -m sglang...`; override to pick a venv.
-PYTHON="${PYTHON:-python3}"
+# The interpreter that runs `python -m sglang...`: $PYTHON if set, else the
+# repository's .venv (what scripts/setup.sh makes) when it exists, else python3.
+DSV4_REPO_VENV_PYTHON="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/python"
+if [[ -z ${PYTHON:-} ]]; then
+  if [[ -x $DSV4_REPO_VENV_PYTHON ]]; then
+    PYTHON=$DSV4_REPO_VENV_PYTHON
+  else
+    PYTHON=python3
+  fi
+fi
+DSV4_PYTHON_HELP="PYTHON (default: .venv/bin/python of this checkout when it exists, else python3)"
 
 DSV4_EXIT_CODES_HELP="Exit status: 0 ok; 2 bad usage; 3 SGLang not installed; 4 no GPU visible
 (DSV4_SKIP_GPU_CHECK=1 skips that check); 5 server not reachable; otherwise

@@ -36,8 +36,9 @@ Options:
   -h, --help           show this help
   -- ARGS...           passed to run_eval unchanged (e.g. -- --num-threads 128)
 
-Environment: PYTHON (default python3), DSV4_SERVER_TIMEOUT (seconds for the
-reachability check, default 5).  No GPU check: this is an HTTP client.
+Environment: ${DSV4_PYTHON_HELP},
+DSV4_SERVER_TIMEOUT (seconds for the reachability check, default 5).
+No GPU check: this is an HTTP client.
 
 ${DSV4_EXIT_CODES_HELP}
 EOF

@@ -36,7 +36,8 @@ Options:
   -h, --help          show this help
   -- ARGS...          passed to send_one unchanged (e.g. -- --profile-steps 3 --max-new-tokens 64)
 
-Environment: PYTHON (default python3), DSV4_SKIP_GPU_CHECK=1,
+Environment: ${DSV4_PYTHON_HELP},
+DSV4_SKIP_GPU_CHECK=1,
 DSV4_SERVER_TIMEOUT (seconds for the reachability check, default 5).
 The GPU check is there because the server writes the traces to OUTPUT_DIR
 on its own filesystem: run this on the server's machine.

@@ -28,7 +28,7 @@ Options:
   -h, --help                 show this help
   -- ARGS...                 passed to \`sglang serve\` unchanged (e.g. -- --mem-fraction-static 0.85)
 
-Environment: PYTHON (interpreter for the plugin check, default python3),
+Environment: ${DSV4_PYTHON_HELP} for the plugin check,
 DSV4_SKIP_GPU_CHECK=1, SGLANG_PLUGINS (if set, ${DSV4_PLUGIN_NAME} is added to it).
 
 Examples:

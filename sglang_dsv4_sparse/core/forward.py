@@ -19,6 +19,7 @@ from .. import layout as L
 from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_prefill_attention
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
+from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
@@ -57,6 +58,7 @@ class Workspace:
 
 def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, num_tokens, attn_sink):
     check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM))
+    check_launch_device("q", q)
     check_int("compress_ratio", compress_ratio, allowed=RATIOS)
     if not isinstance(swa_cache, torch.Tensor):
         raise TypeError("swa_cache must be a torch.Tensor (the layer's SWA V4 cache)")
@@ -226,7 +228,8 @@ def decode_layer(
         if topk_lengths is None:
             raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
         check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
-    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, plan.compressed_page_sizes)
+    sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
+    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():

@@ -381,13 +381,14 @@ def topk_to_token_ids(plan: PagedPlan, ratio: int, topk_indices: torch.Tensor) -
     k = topk_indices.shape[1]
     width = combined_index_width(k, 0)
     local = topk_indices.to(torch.int64)
-    page_col = torch.div(local.clamp_min(0), page_size, rounding_mode="floor").clamp(max=table.shape[1] - 1)
-    page = table[plan.req_of_token[:, None], page_col]
-    ids = torch.where(local >= 0, page.to(torch.int64) * page_size + local.clamp_min(0) % page_size, -1)
     lens = readable_topk_lengths(plan.query_pos, ratio, k).to(torch.int32)
-    cols = torch.arange(k, device=ids.device)
-    # Entries past a query's top-k length are not rows it may read.
-    ids = torch.where(cols[None, :] < lens[:, None], ids, -1)
+    cols = torch.arange(k, device=local.device)
+    # A pick is a row the query may read: inside its top-k length and below
+    # (pos + 1) // ratio; anything else (a hole, a wild value) becomes -1.
+    visible = torch.div(plan.query_pos + 1, ratio, rounding_mode="floor")
+    ok = (cols[None, :] < lens[:, None]) & (local < visible[:, None])
+    page = take2d(table, plan.req_of_token[:, None], torch.div(local, page_size, rounding_mode="floor"), ok)
+    ids = within(torch.where(page >= 0, page * page_size + local % page_size, -1), plan.cache_tokens.get(ratio, INT32_IDS))
     if width != k:
         ids = torch.nn.functional.pad(ids, (0, width - k), value=-1)
     return ids.to(torch.int32)[:, None, :], lens

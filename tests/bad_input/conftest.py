@@ -144,6 +144,10 @@ class Cases:
 
 @pytest.fixture
 def cases():
+    if torch.cuda.is_available():
+        # The cases use CPU tensors under the interpreter, which a CUDA run
+        # does not set up, and a forked child cannot use CUDA after its parent.
+        pytest.skip("bad-input cases run on the CPU (Triton interpreter); this run is on CUDA")
     declared = Cases()
     yield declared
     assert declared.ran, "the test declared cases but never called cases.run()"

@@ -86,7 +86,7 @@ class Stubs:
             DSV4_SERVER_TIMEOUT="2",
         )
 
-    def run(self, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    def run(self, script: str, *args: str, scripts: Path = SCRIPTS, **env: str) -> subprocess.CompletedProcess:
         full_env = dict(self.env)
         for key, value in env.items():
             if value is None:
@@ -94,7 +94,7 @@ class Stubs:
             else:
                 full_env[key] = value
         return subprocess.run(
-            ["bash", str(SCRIPTS / script), *args],
+            ["bash", str(scripts / script), *args],
             env=full_env,
             cwd=self.work,
             capture_output=True,
@@ -446,3 +446,32 @@ def test_eval_dry_run(stubs):
         "--host 127.0.0.1 --port 30000"
     )
     assert stubs.nothing_ran()
+
+
+# --------------------------------------------------------------------------
+# which Python runs `python -m sglang...`
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", ["profile.sh", "eval_gsm8k.sh"])
+def test_python_defaults_to_the_checkouts_venv(stubs, script):
+    # A copy of the scripts in a checkout with a .venv: without PYTHON the
+    # wrappers run its interpreter; PYTHON still wins; without a .venv, python3.
+    checkout = stubs.root / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    for name in ("_common.sh", script):
+        (checkout / "scripts" / name).write_text((SCRIPTS / name).read_text())
+    def interpreter(**env):
+        res = stubs.run(script, "--dry-run", scripts=checkout / "scripts", **env)
+        assert res.returncode == 0, res.stderr
+        command = next(line for line in res.stdout.splitlines() if " -m sglang.test." in line)
+        return command.split(" -m ")[0]
+
+    assert interpreter(PYTHON=None) == "python3"
+    venv_python = checkout / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    _write_exe(venv_python, f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    assert interpreter(PYTHON=None) == str(venv_python)
+    assert interpreter(PYTHON="/opt/other/python") == "/opt/other/python"
+    help_text = stubs.run(script, "--help", scripts=checkout / "scripts", PYTHON=None).stdout
+    assert ".venv/bin/python" in help_text

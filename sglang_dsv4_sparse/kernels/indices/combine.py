@@ -111,10 +111,22 @@ def _combine_kernel(
         topk_limit = tl.load(compressed_lens_ptr + req, mask=owned, other=0).to(tl.int64)
     else:
         topk_limit = tl.full(token.shape, 2**62, tl.int64)
-    # The query's first window row within its request's window union, which
-    # starts at position seq_len - gather_len; rows outside [0, gather_len)
-    # (a position past seq_len) belong to no window and become -1.
-    window_first = pos - swa_len + 1 - (seq_len - gather_len)
+    # Every mask is a per-query range, folded here once, so the per-entry
+    # work stays two compares a side (the kernel is bound by its stores).
+    # A pick is kept if it is one of its request's rows and its workspace row
+    # compressed_base + pick lies in [0, kv_rows).
+    pick_lo = tl.maximum(-compressed_base, 0)
+    pick_hi = tl.minimum(topk_limit, kv_rows - compressed_base)
+    # Window rows: rel (a row of the request's window union, which starts at
+    # position seq_len - gather_len) must lie in [0, gather_len), a position
+    # past seq_len falls outside it, and the row swa_base + rel in [0, kv_rows).
+    rel_lo = tl.maximum(-swa_base, 0)
+    rel_hi = tl.minimum(gather_len, kv_rows - swa_base)
+    window_first = pos - swa_len + 1 - (seq_len - gather_len)  # rel of the first window column
+    # The same as columns: window column c (c >= topk_len) is rel window_first + c - topk_len.
+    win_lo = topk_len + tl.maximum(rel_lo - window_first, 0)
+    win_hi = topk_len + tl.minimum(rel_hi - window_first, swa_len)
+    window_row0 = swa_base + window_first - topk_len  # workspace row of window column 0
     # Read the top-k row up to topk_len rounded up to TOPK_VEC (<= topk_cols,
     # which TOPK_VEC divides): the mask then changes only every TOPK_VEC
     # columns and the loads stay 16 bytes wide; the extra entries are dropped.
@@ -131,21 +143,22 @@ def _combine_kernel(
             other=-1,
             eviction_policy="evict_first",  # each top-k row is read once
         ).to(tl.int64)
-        from_topk = tl.where((picked >= 0) & (picked < topk_limit[:, None]), picked + compressed_base[:, None], -1)
-        window_col = col[None, :] - topk_len[:, None]
-        in_window = ~in_topk & (col[None, :] < total_len[:, None])
+        kept = (picked >= pick_lo[:, None]) & (picked < pick_hi[:, None])
+        from_topk = tl.where(kept, picked + compressed_base[:, None], -1)
         if EXPLICIT_SWA:
+            window_col = col[None, :] - topk_len[:, None]
+            in_window = ~in_topk & (col[None, :] < total_len[:, None])
             explicit = tl.load(
                 swa_ids_ptr + (token * swa_ids_stride)[:, None] + window_col,
                 mask=owned[:, None] & in_window,
                 other=-1,
             ).to(tl.int64)
-            from_window = tl.where(explicit >= 0, swa_base[:, None] + explicit, -1)
+            row_ok = (explicit >= rel_lo[:, None]) & (explicit < (kv_rows - swa_base)[:, None])
+            from_window = tl.where(row_ok, swa_base[:, None] + explicit, -1)
         else:
-            rel = window_first[:, None] + window_col
-            from_window = tl.where((rel >= 0) & (rel < gather_len[:, None]), swa_base[:, None] + rel, -1)
+            in_window = (col[None, :] >= win_lo[:, None]) & (col[None, :] < win_hi[:, None])
+            from_window = window_row0[:, None] + col[None, :]
         value = tl.where(in_topk, from_topk, tl.where(in_window, from_window, -1))
-        value = tl.where((value >= 0) & (value < kv_rows), value, -1)
         tl.store(out_ptr + out_row[:, None] + col[None, :], value.to(out_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(out_lens_ptr + token, total_len.to(out_lens_ptr.dtype.element_ty), mask=valid)
 

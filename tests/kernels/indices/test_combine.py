@@ -188,6 +188,7 @@ def test_bounds_flag_names_the_argument(gen, device, monkeypatch):
 
     def call(args, **kw):
         dev = {k: v.to(device) for k, v in args.items()}
+        kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
         return combine_topk_swa_indices(
             dev["topk_indices"], dev["query_start_loc"], dev["query_pos"], dev["seq_lens"], dev["gather_lens"],
             dev["compressed_base"], dev["swa_base"], window, 4, topk, **kw,

@@ -360,8 +360,8 @@ def test_nan_and_inf_in_q_give_nan(gen, device, splits):
     kw["q"][0, 0, 1, 7] = float("nan")
     kw["q"][1, 0, 2, 300] = float("inf")
     kw["q"][2, 0, 3, 0] = float("-inf")
-    out, lse = sparse_mla_decode_paged(**kw, num_splits=splits)
-    r_out, r_lse = _reference(kw)
+    out, lse = (t.cpu() for t in sparse_mla_decode_paged(**kw, num_splits=splits))
+    r_out, r_lse = (t.cpu() for t in _reference(kw))
     bad = torch.zeros(b, 1, h, dtype=torch.bool)
     bad[0, 0, 1] = bad[1, 0, 2] = bad[2, 0, 3] = True
     assert torch.equal(torch.isnan(out.float().cpu()), torch.isnan(r_out))
