@@ -228,10 +228,15 @@ def paged_decode_attention(
     return out
 
 
-def new_decode_sched_meta(device: torch.device, num_heads: int):
-    """A fresh FlashMLA scheduler-metadata object, or None on the Triton path."""
-    if not decode_uses_flashmla(device, num_heads):
-        return None
+def decode_sched_metas(device: torch.device, ratios) -> dict:
+    """One fresh FlashMLA scheduler-metadata object per compress ratio, where FlashMLA can run on ``device``.
+
+    FlashMLA fills one on its first use and reuses it for every later call of
+    the same shapes, so a step's layers of one ratio share it. Empty where
+    FlashMLA cannot run (the Triton kernels need none).
+    """
+    if torch.device(device).type != "cuda" or not flashmla_status(torch.device(device).index or 0)[0]:
+        return {}
     from flash_mla import get_mla_metadata
 
-    return get_mla_metadata()[0]
+    return {ratio: get_mla_metadata()[0] for ratio in ratios}

@@ -42,6 +42,10 @@ UE8M0_BIAS = 127  # scale byte = exponent + 127
 
 # --- Attention geometry shared by SGLang, FlashMLA and this package ----------
 SWA_WINDOW = 128  # every layer attends to the last 128 tokens
+# A layer's compress ratio: 0 (window only), 4 (C4: an indexer's top-k of the
+# compressed rows) or 128 (C128: every compressed row so far).
+COMPRESS_RATIOS = (4, 128)
+LAYER_RATIOS = (0,) + COMPRESS_RATIOS
 SOFTMAX_SCALE = HEAD_DIM**-0.5
 # FlashMLA's sparse prefill wants topk % B_TOPK == 0 with B_TOPK 64 (h_q 64) or
 # 128 (h_q 128); padding combined index rows to 128 satisfies both.

@@ -82,7 +82,6 @@ BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
 ROUTE_PAGED = "paged"
-HANDLED_RATIOS = (0, 4, 128)
 # The DSV4AttnMetadata fields a C4 layer's top-k is read from, per route
 # (_SparseBackendMixin._c4_topk): the ones SGLang's own attention reads there.
 _C4_FIELDS = {
@@ -141,6 +140,27 @@ def _log_once(level: int, key: str, msg: str, *args) -> None:
 # --------------------------------------------------------------------------
 
 
+def unhandled_feature(
+    *, trtllm: bool = False, mega: bool = False, dsv41: bool = False, hisparse: bool = False, unified_kv: bool = False
+) -> Optional[str]:
+    """The reason SGLang keeps a deployment feature this backend does not handle, or None.
+
+    One place for the checks made at construction (from the runner and the
+    server flags) and again per step (from the backend SGLang built).
+    """
+    if trtllm:
+        return "--dsv4-attn-backend trtllm (trtllm-gen attention)"
+    if mega:
+        return "--dsv4-attn-backend flashmla_mega (fused RoPE attention)"
+    if dsv41:
+        return "DeepSeek-V4.1 (ratio 1/2 layers, V4.1 layouts)"
+    if hisparse:
+        return "HiSparse"
+    if unified_kv:
+        return "unified KV cache"
+    return None
+
+
 def backend_fallback_reason(runner) -> Optional[str]:
     """Why this runner gets SGLang's own DSv4 backend, or None for ours."""
     if not sparse_enabled():
@@ -161,25 +181,23 @@ def backend_fallback_reason(runner) -> Optional[str]:
             is_dsv4_trtllm_attn_enabled,
         )
 
-        if is_dsv4_trtllm_attn_enabled():
-            return "--dsv4-attn-backend trtllm (trtllm-gen attention)"
-        if is_dsv4_mega_attn_enabled():
-            return "--dsv4-attn-backend flashmla_mega (fused RoPE attention)"
+        trtllm, mega = is_dsv4_trtllm_attn_enabled(), is_dsv4_mega_attn_enabled()
     except Exception as exc:
         return f"cannot read --dsv4-attn-backend ({type(exc).__name__}: {exc})"
     if getattr(runner, "is_draft_worker", False):
         return "speculative draft runner"
     cfg = getattr(getattr(runner, "model_config", None), "hf_text_config", None)
-    if getattr(cfg, "model_type", None) == "deepseek_v41":
-        return "DeepSeek-V4.1 model (ratio 1/2 layers, V4.1 layouts)"
-    if getattr(runner, "hisparse_coordinator", None) is not None:
-        return "HiSparse"
     pool = getattr(runner, "token_to_kv_pool", None)
+    reason = unhandled_feature(
+        trtllm=trtllm, mega=mega, dsv41=getattr(cfg, "model_type", None) == "deepseek_v41",
+        hisparse=getattr(runner, "hisparse_coordinator", None) is not None,
+        unified_kv=getattr(pool, "_unified_kv", False),
+    )
+    if reason is not None:
+        return reason
     layout = getattr(pool, "kv_layout", None)
     if layout is not None and getattr(layout, "value", layout) != "v4":
         return f"KV layout {getattr(layout, 'value', layout)} (only the V4 layout is handled)"
-    if getattr(pool, "_unified_kv", False):
-        return "unified KV cache"
     if getattr(pool, "uniform_fp8", False):
         return "uniform-FP8 KV pool"
     return None
@@ -269,17 +287,17 @@ class _SparseBackendMixin:
             return "metadata is not DSV4Metadata"
         if getattr(metadata, "late_layer_tail", None) is not None:
             return "late-layer tail metadata"
-        if self.trtllm_attn or self.mega_attn:
-            return "trtllm / mega attention backend"
-        if self.is_dsv41 or self.low_ratios:
-            return "DeepSeek-V4.1 (ratio 1/2 layers)"
-        if self.hisparse_coordinator is not None:
-            return "HiSparse"
         pool = self.token_to_kv_pool
+        reason = unhandled_feature(
+            trtllm=bool(self.trtllm_attn), mega=bool(self.mega_attn), dsv41=bool(self.is_dsv41 or self.low_ratios),
+            hisparse=self.hisparse_coordinator is not None, unified_kv=getattr(pool, "_unified_kv", False),
+        )
+        if reason is not None:
+            return reason
         if getattr(pool, "request_window", None) is not None or getattr(forward_batch, "encoder_swa_replay", False):
             return "request window (encoder SWA bounded replay)"
-        if getattr(pool, "swa_req_ring_size", None) is not None or getattr(pool, "_unified_kv", False):
-            return "SWA ring / unified KV cache"
+        if getattr(pool, "swa_req_ring_size", None) is not None:
+            return "SWA ring"
         if pool.full_to_swa_index_mapping is None:
             return "no full-to-SWA mapping registered"
         if self.online_c128_mtp.enabled():
@@ -329,7 +347,7 @@ class _SparseBackendMixin:
             return "no plan for this metadata (a mode SGLang handles, a prefill CUDA graph or the late-layer tail)"
         if cos_sin_cache is not None:
             return "fused RoPE attention (mega kernel)"
-        if compress_ratio not in HANDLED_RATIOS:
+        if compress_ratio not in L.LAYER_RATIOS:
             return f"compress ratio {compress_ratio}"
         if q is None or q.dtype != torch.bfloat16 or q.dim() != 3 or q.shape[-1] != L.HEAD_DIM:
             return "query is not bf16 [T, h, 512]"
@@ -418,7 +436,7 @@ class _SparseBackendMixin:
         return super()._snapshot_prefill_shared_reads(forward_batch, num_qo_tokens=num_qo_tokens)
 
     def _compressed_page_sizes(self) -> Dict[int, int]:
-        return {ratio: self.page_size // ratio for ratio in self.present_ratios if ratio in (4, 128)}
+        return {ratio: self.page_size // ratio for ratio in self.present_ratios if ratio in L.COMPRESS_RATIOS}
 
     def _step_inputs(self, *, seq_lens, extend_lens, req_pool_indices, tables, seq_lens_cpu,
                      extend_lens_cpu, positions) -> StepInputs:
@@ -510,7 +528,7 @@ class _SparseBackendMixin:
         if core.has_c128:
             plan.c128_indices = core.c128_page_indices[rows].unsqueeze(1)
             plan.c128_lens = core.c128_topk_lengths_clamp1[rows]
-        for ratio in (0, 4, 128):
+        for ratio in L.LAYER_RATIOS:
             meta = core.get_flashmla_metadata(ratio)
             if meta is not None:
                 plan.sched_meta[ratio] = meta

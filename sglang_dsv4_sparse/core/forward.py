@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from .. import layout as L
-from ..dispatch import new_decode_sched_meta, paged_decode_attention, sparse_prefill_attention
+from ..dispatch import paged_decode_attention, sparse_prefill_attention
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
 from ..kernels.triton_utils import check_launch_device
@@ -24,7 +24,6 @@ from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_te
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
-RATIOS = (0, 4, 128)
 # C4 layers dequantize either every compressed row a query may read ("all") or
 # only the rows this layer's top-k selects ("selected"). The mark / compact /
 # remap launches of "selected" cost more than streaming every readable row at
@@ -59,7 +58,7 @@ class Workspace:
 def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, num_tokens, attn_sink):
     check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM))
     check_launch_device("q", q)
-    check_int("compress_ratio", compress_ratio, allowed=RATIOS)
+    check_int("compress_ratio", compress_ratio, allowed=L.LAYER_RATIOS)
     if not isinstance(swa_cache, torch.Tensor):
         raise TypeError("swa_cache must be a torch.Tensor (the layer's SWA V4 cache)")
     if compress_ratio and compressed_cache is None:
@@ -156,10 +155,6 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
         c4_rows = choose_c4_rows(rows.total, num_tokens, k)
-    width = combined_index_width(k, plan.window)
-    if plan.c4_indices is None or plan.c4_indices.shape[1] != width:
-        plan.c4_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=q.device)
-        plan.c4_lens = torch.empty(num_tokens, dtype=torch.int32, device=q.device)
     if c4_rows == "all":
         compressed_ids, topk, base, swa_base = rows.token_ids, topk_indices, rows.base, rows.swa_base
         compressed_lens = rows.rows_per_req  # a pick past its request's rows is a hole
@@ -169,8 +164,7 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
     indices, lens = combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
-        plan.window, 4, k, out_indices=plan.c4_indices, out_lens=plan.c4_lens,
-        compressed_lens=compressed_lens, kv_rows=kv.shape[0],
+        plan.window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
     return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
 
@@ -241,11 +235,9 @@ def decode_layer(
         extra = dict(extra_indices=_paged_index_rows(topk_indices), extra_topk_length=topk_lengths.to(torch.int32))
     if compress_ratio:
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
-    if compress_ratio not in plan.sched_meta:
-        plan.sched_meta[compress_ratio] = new_decode_sched_meta(q.device, q.shape[1])
     out = paged_decode_attention(
         q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
-        sched_meta=plan.sched_meta[compress_ratio], **extra,
+        sched_meta=plan.sched_meta.get(compress_ratio), **extra,
     )
     return out[:, 0]
 

@@ -31,12 +31,12 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from .. import layout as L
+from ..dispatch import decode_sched_metas
 from ..kernels.indices import build_swa_token_ids, combine_topk_swa_indices, combined_index_width
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .bounds import check_step_bounds
 from .lookup import take, take2d, within
 
-COMPRESS_RATIOS = (4, 128)
 # Bytes of C128 index rows materialized at once. A 32k-token chunk at 1M context
 # has 8192 C128 rows per query: 1 GiB of index rows if built whole. Query tiles
 # of 48 MiB keep a C128 layer's temporaries (tile index rows, the tile's
@@ -95,7 +95,7 @@ class StepInputs:
         if self.positions is not None:
             check_tensor("positions", self.positions, dtypes=INDEX_DTYPES, shape=(sum(self.extend_lens_cpu),), device=device)
         for ratio, table in self.compressed_page_tables.items():
-            check_int("compress ratio", ratio, allowed=COMPRESS_RATIOS)
+            check_int("compress ratio", ratio, allowed=L.COMPRESS_RATIOS)
             check_tensor(f"compressed_page_tables[{ratio}]", table, dtypes=INDEX_DTYPES, ndim=2, device=device)
             if table.shape[0] != num_reqs:
                 raise ValueError(f"compressed_page_tables[{ratio}] must have one row per request ({num_reqs}), got {table.shape[0]}")
@@ -108,7 +108,7 @@ class StepInputs:
         check_int("swa_page_size", self.swa_page_size, minimum=1)
         check_int("window", self.window, minimum=1)
         for ratio, tokens in (self.cache_tokens or {}).items():
-            check_int("cache_tokens key", ratio, allowed=(0,) + COMPRESS_RATIOS)
+            check_int("cache_tokens key", ratio, allowed=L.LAYER_RATIOS)
             check_int(f"cache_tokens[{ratio}]", tokens, minimum=0)
         if bounds_check_enabled():
             check_step_bounds(self)
@@ -165,8 +165,6 @@ class PrefillPlan:
     c128_tiles: list
     c128_indices: Optional[torch.Tensor] = None  # built once when one tile covers the step
     c128_lens: Optional[torch.Tensor] = None
-    c4_indices: Optional[torch.Tensor] = None  # per-layer scratch, overwritten whole
-    c4_lens: Optional[torch.Tensor] = None
 
     def c128_tile_indices(self, tile: QueryTile) -> tuple[torch.Tensor, torch.Tensor]:
         """Combined C128 index rows of one query tile (cached when it is the whole step)."""
@@ -204,7 +202,7 @@ class PagedPlan:
     cache_tokens: Dict[int, int] = field(default_factory=dict)  # StepInputs.cache_tokens
     c128_indices: Optional[torch.Tensor] = None  # (T, 1, width) int32 C128-cache ids
     c128_lens: Optional[torch.Tensor] = None
-    sched_meta: Dict[int, object] = field(default_factory=dict)  # FlashMLA metadata per ratio
+    sched_meta: Dict[int, object] = field(default_factory=dict)  # FlashMLA metadata per ratio, made with the plan
 
 
 def _request_of_rows(counts: torch.Tensor, total: int) -> torch.Tensor:
@@ -351,6 +349,7 @@ def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> Pa
         compressed_page_tables=dict(inputs.compressed_page_tables),
         compressed_page_sizes=dict(inputs.compressed_page_sizes),
         cache_tokens=cache_tokens,
+        sched_meta=decode_sched_metas(device, (0,) + tuple(inputs.compressed_page_tables)),
     )
     if 128 in inputs.compressed_page_tables:
         table = inputs.compressed_page_tables[128]
