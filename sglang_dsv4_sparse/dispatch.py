@@ -169,18 +169,30 @@ def sparse_prefill_attention(
     sm_scale: float = L.SOFTMAX_SCALE,
 ) -> torch.Tensor:
     """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace."""
+    return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale)[0]
+
+
+def sparse_prefill_attention_lse(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    topk_length: torch.Tensor,
+    attn_sink: Optional[torch.Tensor] = None,
+    sm_scale: float = L.SOFTMAX_SCALE,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparse_prefill_attention` and each head's natural-log lse (``+inf`` for a row with no key)."""
     if prefill_uses_flashmla(q.device, q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
         q_run, sink_run = _pad_heads(q, attn_sink, 1)
-        out, _, _ = flash_mla_sparse_fwd(
+        out, _, lse = flash_mla_sparse_fwd(
             q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=flashmla_use_legacy(q.device)
         )
-        return out[:, : q.shape[1]]
+        return out[:, : q.shape[1]], lse[:, : q.shape[1]]
     from .kernels.sparse_attn import sparse_mla_fwd
 
-    out, _, _ = sparse_mla_fwd(q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length)
-    return out
+    out, _, lse = sparse_mla_fwd(q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length)
+    return out, lse
 
 
 def paged_decode_attention(

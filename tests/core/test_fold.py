@@ -1,0 +1,94 @@
+"""The folded C128 route (core/fold.py) against the dense reference: head counts from 1 to 64
+(groups of 64 to 1 queries), chunks that start on a multiple of 128 and off it, chunks whose length
+is not a multiple of the group, a chunk that reads no compressed row, NaN in a head's q."""
+
+import pytest
+import torch
+
+from sglang_dsv4_sparse.core.fold import build_c128_fold, fold_group_size, prefill_c128_folded
+from sglang_dsv4_sparse.core.forward import Workspace
+from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
+from sglang_dsv4_sparse.reference import layer_attention_reference
+from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, layer_q
+
+TOLERANCE = 1e-2  # bf16 output against the fp32 reference over the same fp8 caches
+
+
+@pytest.mark.parametrize("heads, start, end", [
+    (16, 256, 384),  # starts on a multiple of 128, groups of 4
+    (8, 300, 437),   # off a boundary, crosses 383 -> 384, groups of 8 with a partial last one
+    (1, 100, 230),   # 64 queries a group: some groups straddle position 127
+    (64, 380, 390),  # one query a group: no folding
+    (5, 0, 40),      # no compressed rows at all; 12 queries a group, 60 of 64 heads used
+])
+def test_folded_c128_matches_the_reference(device, heads, start, end):
+    cfg = StackConfig(ratios=(128,), heads=heads, topk=8, prompt_len=460, decode_steps=0)
+    stack = build_stack(cfg, device)
+    inputs = _inputs(stack, start, end)
+    plan = build_prefill_plan(inputs)
+    pos = torch.arange(start, end, device=stack.device)
+    q = layer_q(stack, 0, pos)
+    out = prefill_c128_folded(plan, Workspace(stack.device), q, stack.swa_caches[0], stack.compressed_caches[0],
+                              stack.sinks[0])
+    ref = layer_attention_reference(inputs, q, stack.swa_caches[0], 128, stack.compressed_caches[0], None, stack.sinks[0])
+    assert out.shape == q.shape
+    assert float((out.float() - ref).norm() / ref.norm()) <= TOLERANCE
+
+
+def test_groups_hold_consecutive_queries_of_one_request(device):
+    cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=300, decode_steps=0)
+    stack = build_stack(cfg, device)
+    plan = build_prefill_plan(_inputs(stack, 250, 261))
+    fold = build_c128_fold(plan, 16)
+    assert fold_group_size(16) == 4 and fold.group_size == 4
+    real = [row for row in fold.rows.tolist() if row[0] >= 0]
+    assert real == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, -1]]
+    # Position p sees (p + 1) // 128 rows: the group of 254..257 shares its lead's one row, and
+    # 255..257 each get the second from the per-query pass; the group from 258 shares two.
+    assert fold.shared_lens.tolist()[:3] == [1, 1, 2]
+    extra = fold.own_indices[:, 0].tolist()
+    base = int(plan.compressed[128].base[0])
+    assert extra[4] == -1 and extra[5:8] == [base + 1] * 3
+
+
+def test_nan_in_a_head_stays_in_that_head(device):
+    cfg = StackConfig(ratios=(128,), heads=8, topk=8, prompt_len=300, decode_steps=0)
+    stack = build_stack(cfg, device)
+    plan = build_prefill_plan(_inputs(stack, 200, 216))
+    q = layer_q(stack, 0, torch.arange(200, 216, device=stack.device))
+    q[3, 2, 7] = float("nan")
+    out = prefill_c128_folded(plan, Workspace(stack.device), q, stack.swa_caches[0], stack.compressed_caches[0],
+                              stack.sinks[0])
+    assert bool(out[3, 2].isnan().all())
+    finite = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
+    finite[3, 2] = False
+    assert bool(torch.isfinite(out[finite]).all())
+
+
+def test_several_requests_in_one_chunk(device):
+    # Three requests over the same cached prompt (one pool row), ragged chunks: groups never mix requests.
+    cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=460, decode_steps=0)
+    stack = build_stack(cfg, device)
+    spans = [(100, 150), (250, 263), (380, 437)]
+    one = _inputs(stack, 0, 1)
+    dev = stack.device
+    inputs = StepInputs(
+        seq_lens=torch.tensor([e for _, e in spans], dtype=torch.int32, device=dev),
+        extend_lens=torch.tensor([e - s for s, e in spans], dtype=torch.int32, device=dev),
+        req_pool_indices=torch.tensor([stack.pool_row] * len(spans), dtype=torch.int32, device=dev),
+        req_to_token=one.req_to_token, full_to_swa=one.full_to_swa,
+        compressed_page_tables={r: t.expand(len(spans), -1).contiguous() for r, t in one.compressed_page_tables.items()},
+        seq_lens_cpu=[e for _, e in spans], extend_lens_cpu=[e - s for s, e in spans], window=one.window,
+    )
+    plan = build_prefill_plan(inputs)
+    pos = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
+    q = layer_q(stack, 0, pos)
+    fold = build_c128_fold(plan, 16)
+    req = plan.req_of_token
+    for row in fold.rows.tolist():
+        members = [t for t in row if t >= 0]
+        assert len({int(req[t]) for t in members}) <= 1
+    out = prefill_c128_folded(plan, Workspace(dev), q, stack.swa_caches[0], stack.compressed_caches[0],
+                              stack.sinks[0], fold=fold)
+    ref = layer_attention_reference(inputs, q, stack.swa_caches[0], 128, stack.compressed_caches[0], None, stack.sinks[0])
+    assert float((out.float() - ref).norm() / ref.norm()) <= TOLERANCE
