@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "sglang"))
 sys.path.insert(0, ROOT)
 
+import kit_runner  # noqa: E402
 import stand_ins  # noqa: E402
 
 os.environ.setdefault("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "1")
@@ -159,8 +160,6 @@ class Deployment:
 
     def batch(self, mode: str, prefix: list, ext: list):
         """A ForwardBatch whose requests hold consecutive, page-aligned full-cache ids."""
-        from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
-
         dev = self.device
         seq = [p + e for p, e in zip(prefix, ext)]
         req_to_token = self.runner.req_to_token_pool.req_to_token
@@ -174,25 +173,8 @@ class Deployment:
             raise ValueError(f"the batch needs {base} full-cache ids, the pool has {self.full_tokens}")
         for r, (b, s) in enumerate(zip(bases, seq)):
             req_to_token[r, :s] = torch.arange(b, b + s, dtype=req_to_token.dtype, device=dev)
-        positions = torch.cat([torch.arange(p, p + e, device=dev) for p, e in zip(prefix, ext)])
-        locs = torch.cat([torch.arange(b + p, b + p + e, device=dev) for b, p, e in zip(bases, prefix, ext)])
-        forward_mode = getattr(ForwardMode, mode)
-        fb = ForwardBatch(
-            forward_mode=forward_mode, batch_size=len(seq),
-            input_ids=torch.zeros(positions.numel(), dtype=torch.int64, device=dev),
-            req_pool_indices=torch.arange(len(seq), dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq, dtype=torch.int32, device=dev),
-            seq_lens_cpu=torch.tensor(seq, dtype=torch.int32), out_cache_loc=locs.to(torch.int64),
-            seq_lens_sum=sum(seq), positions=positions.to(torch.int64),
-        )
-        self.runner.kv_index_translator.bind_own_plan(fb)
-        if forward_mode != ForwardMode.DECODE:
-            fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32, device=dev)
-            fb.extend_prefix_lens_cpu = list(prefix)
-            fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32, device=dev)
-            fb.extend_seq_lens_cpu = list(ext)
-            fb.extend_start_loc = torch.tensor([sum(ext[:i]) for i in range(len(ext))], dtype=torch.int32, device=dev)
-            fb.extend_num_tokens = sum(ext)
+        locs = torch.cat([torch.arange(b + p, b + p + e) for b, p, e in zip(bases, prefix, ext)])
+        fb = kit_runner.forward_batch(self.runner, mode, list(range(len(seq))), prefix, ext, locs, dev)
         return fb, bases, seq
 
     def c4_picks(self, prefix, ext, bases, gen):
@@ -270,23 +252,6 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _median_ms(fn, device, reps):
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
 def _wall_ms(fn, device, reps):
     times = []
     for _ in range(reps):
@@ -300,6 +265,8 @@ def _wall_ms(fn, device, reps):
 
 def bench_extend(dep, factory, name, heads, prefix, ext, reps):
     from sglang.srt.environ import envs
+
+    from sglang_dsv4_sparse.benchmarking import events_ms
     from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
 
     dev = dep.device
@@ -333,14 +300,15 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
         row["step"] = _wall_ms(step, dev, reps)
         init()
         for i, ratio in enumerate(RATIOS):
-            layer(i)
-            row[f"c{ratio}"] = _median_ms(lambda: layer(i), dev, reps)
+            row[f"c{ratio}"] = events_ms(lambda: layer(i), reps)
     del backend
     return row
 
 
 def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
     from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    from sglang_dsv4_sparse.benchmarking import events_ms
 
     dev = dep.device
     gen = torch.Generator(device=dev).manual_seed(2)
@@ -366,8 +334,7 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
             ]
 
         if dev != "cuda":
-            body()
-            row["step"] = _median_ms(body, dev, reps)
+            row["step"] = events_ms(body, reps)
             return row
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -381,8 +348,7 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
         if name == "ours" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the decode step to SGLang")
         backend.init_forward_metadata_out_graph(fb)
-        graph.replay()
-        row["step"] = _median_ms(graph.replay, dev, max(reps, 20))
+        row["step"] = events_ms(graph.replay, max(reps, 20))
         row["meta_out_graph"] = _wall_ms(lambda: backend.init_forward_metadata_out_graph(fb), dev, reps)
     del graph, backend
     return row

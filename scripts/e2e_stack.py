@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's pack
 from sglang_dsv4_sparse import layout as L  # noqa: E402
 from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     device_summary,
+    events_ms,
     header_line,
     markdown_table,
     print_table,
@@ -83,20 +84,6 @@ def run_checks(quick: bool) -> tuple[list, bool, list]:
     del stack
     torch.cuda.empty_cache()
     return rows, ok, per_layer
-
-
-def _events_ms(fn, reps: int = 10) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
 
 
 def _single_request(prefix: int, chunk: int, ratios, heads: int, gen):
@@ -152,7 +139,7 @@ def run_bench(quick: bool) -> tuple[list, list]:
         samples = {mode: [] for mode in ("all", "selected", "auto")}
         for _ in range(5):
             for mode in samples:
-                samples[mode].append(_events_ms(lambda: prefill_layer(plan, ws, q, swa, 4, caches[4], topk, sink, c4_rows=mode), reps=5))
+                samples[mode].append(events_ms(lambda: prefill_layer(plan, ws, q, swa, 4, caches[4], topk, sink, c4_rows=mode), reps=5))
         times = {mode: sorted(v)[len(v) // 2] for mode, v in samples.items()}
         from sglang_dsv4_sparse.core.forward import choose_c4_rows
 
@@ -178,7 +165,7 @@ def run_bench(quick: bool) -> tuple[list, list]:
             torch.cuda.synchronize()
             peak = (torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()) / 2**20
             del out
-            ms = _events_ms(lambda: prefill_layer(plan, ws, q, swa, 128, caches[128], None, sink), reps=3)
+            ms = events_ms(lambda: prefill_layer(plan, ws, q, swa, 128, caches[128], None, sink), reps=3)
             mem_rows.append((chunk, prefix + chunk, label, len(plan.c128_tiles), peak, ms))
             del plan, ws
         del inputs, swa, caches, q

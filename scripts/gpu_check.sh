@@ -18,16 +18,8 @@ for a in "$@"; do
     *) echo "gpu_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
-OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
-export PYTHONUNBUFFERED=1
-if ! nvidia-smi -L >/dev/null 2>&1; then echo "gpu_check.sh: no NVIDIA GPU visible (nvidia-smi -L failed)" >&2; exit 2; fi
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || { echo "gpu_check.sh: installing .whl/ failed" >&2; exit 2; }
-  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-else
-  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-fi
+. scripts/_gpu_env.sh
+gpu_env gpu_check.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 python3 -c "import flash_mla; print('flash_mla', flash_mla.__file__)" 2>/dev/null || echo "flash_mla: not importable (FlashMLA comparisons skipped)"

@@ -25,21 +25,17 @@ for a in "$@"; do
     *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
-OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
-export PYTHONUNBUFFERED=1
-if ! nvidia-smi -L >/dev/null 2>&1; then echo "gpu_sglang_check.sh: no NVIDIA GPU visible (nvidia-smi -L failed)" >&2; exit 2; fi
 if ! ls .whl/sglang-0.5.23-*.whl >/dev/null 2>&1; then
   echo "gpu_sglang_check.sh: no SGLang wheel in .whl/: run 'bash scripts/fetch_gpu_wheels.sh' where PyPI is reachable and carry .whl/" >&2
   exit 2
 fi
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || { echo "gpu_sglang_check.sh: installing .whl/ failed" >&2; exit 2; }
+. scripts/_gpu_env.sh
+gpu_env gpu_sglang_check.sh
 # This package too, for its sglang.srt.plugins entry point (load_plugins() finds
 # plugins through installed distributions); $PWD comes first on the path, so
 # the working tree's code is what runs.
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . \
   || echo "gpu_sglang_check.sh: could not install the package (its entry-point tests will skip)" >&2
-export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 # The kit's C4 indexer metadata then needs neither DeepGEMM nor a JIT planner.
 export SGLANG_FP8_PAGED_MQA_LOGITS_TORCH=1 SGLANG_OPT_USE_TOPK_V2=0
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

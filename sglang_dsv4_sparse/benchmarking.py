@@ -37,6 +37,28 @@ def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 2
     return float(do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def events_ms(fn: Callable[[], object], reps: int = 10) -> float:
+    """Median milliseconds of ``reps`` single calls of ``fn`` after one warm-up call (CUDA events; the
+    host clock on a CPU). For calls too long, or too stateful, for do_bench's many repetitions."""
+    fn()
+    cuda = torch.cuda.is_available()
+    times = []
+    for _ in range(reps):
+        if cuda:
+            torch.cuda.synchronize()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t) * 1e3)
+    return sorted(times)[len(times) // 2]
+
+
 def graph_ms(fn: Callable[[], object], rep_ms: float = 100) -> float:
     """Median milliseconds per call of ``fn`` replayed from a CUDA graph."""
     from triton.testing import do_bench_cudagraph

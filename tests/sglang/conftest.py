@@ -85,36 +85,12 @@ class Dsv4Env:
 
     def batch(self, mode: str, rows: Sequence[int], prefix: Sequence[int], ext: Optional[Sequence[int]] = None):
         """A real ForwardBatch: EXTEND / MIXED (``ext`` rows per request after ``prefix``) or DECODE."""
-        from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+        import kit_runner
 
-        forward_mode = getattr(ForwardMode, mode)
-        if forward_mode == ForwardMode.DECODE:
+        if mode == "DECODE":
             ext = [1] * len(rows)
-        seq = [p + e for p, e in zip(prefix, ext)]
-        positions = [p + i for p, e in zip(prefix, ext) for i in range(e)]
         locs = [loc(r, p + i) for r, p, e in zip(rows, prefix, ext) for i in range(e)]
-        dev = self.device
-        fb = ForwardBatch(
-            forward_mode=forward_mode,
-            batch_size=len(rows),
-            input_ids=torch.zeros(len(positions), dtype=torch.int64, device=dev),
-            req_pool_indices=torch.tensor(rows, dtype=torch.int32, device=dev),
-            seq_lens=torch.tensor(seq, dtype=torch.int32, device=dev),
-            seq_lens_cpu=torch.tensor(seq, dtype=torch.int32),
-            out_cache_loc=torch.tensor(locs, dtype=torch.int64, device=dev),
-            seq_lens_sum=sum(seq),
-            positions=torch.tensor(positions, dtype=torch.int64, device=dev),
-        )
-        self.runner.kv_index_translator.bind_own_plan(fb)
-        if forward_mode != ForwardMode.DECODE:
-            fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32, device=dev)
-            fb.extend_prefix_lens_cpu = list(prefix)
-            fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32, device=dev)
-            fb.extend_seq_lens_cpu = list(ext)
-            starts = [sum(ext[:i]) for i in range(len(ext))]
-            fb.extend_start_loc = torch.tensor(starts, dtype=torch.int32, device=dev)
-            fb.extend_num_tokens = sum(ext)
-        return fb
+        return kit_runner.forward_batch(self.runner, mode, rows, prefix, ext, locs, self.device)
 
     def layer(self, layer_id: int):
         from sglang.srt.layers.radix_attention import RadixAttention

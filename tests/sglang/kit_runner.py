@@ -124,6 +124,40 @@ def kit_cannot_seed(case, ratio: int, sparse_prefill: bool):
     return None
 
 
+def forward_batch(runner, mode: str, req_pool_indices, prefix, ext, out_cache_loc, device):
+    """A real ``ForwardBatch``, built as the kit builds one, bound to ``runner``'s own KV plan.
+
+    ``mode``: ``"EXTEND"``, ``"MIXED"`` or ``"DECODE"`` (one query a request);
+    request ``r`` has ``prefix[r]`` cached tokens and ``ext[r]`` query rows, whose
+    full-cache ids are ``out_cache_loc`` in order.
+    """
+    from sglang.srt.model_executor.forward_batch_info import ForwardBatch, ForwardMode
+
+    forward_mode = getattr(ForwardMode, mode)
+    seq = [p + e for p, e in zip(prefix, ext)]
+    positions = [p + i for p, e in zip(prefix, ext) for i in range(e)]
+    fb = ForwardBatch(
+        forward_mode=forward_mode,
+        batch_size=len(seq),
+        input_ids=torch.zeros(len(positions), dtype=torch.int64, device=device),
+        req_pool_indices=torch.as_tensor(req_pool_indices, dtype=torch.int32).to(device),
+        seq_lens=torch.tensor(seq, dtype=torch.int32, device=device),
+        seq_lens_cpu=torch.tensor(seq, dtype=torch.int32),
+        out_cache_loc=torch.as_tensor(out_cache_loc, dtype=torch.int64).to(device),
+        seq_lens_sum=sum(seq),
+        positions=torch.tensor(positions, dtype=torch.int64, device=device),
+    )
+    runner.kv_index_translator.bind_own_plan(fb)
+    if forward_mode != ForwardMode.DECODE:
+        fb.extend_prefix_lens = torch.tensor(prefix, dtype=torch.int32, device=device)
+        fb.extend_prefix_lens_cpu = list(prefix)
+        fb.extend_seq_lens = torch.tensor(ext, dtype=torch.int32, device=device)
+        fb.extend_seq_lens_cpu = list(ext)
+        fb.extend_start_loc = torch.tensor([sum(ext[:i]) for i in range(len(ext))], dtype=torch.int32, device=device)
+        fb.extend_num_tokens = sum(ext)
+    return fb
+
+
 @dataclasses.dataclass
 class KitResult:
     output: torch.Tensor  # float, the real heads only

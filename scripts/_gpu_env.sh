@@ -1,0 +1,18 @@
+# Sourced by the GPU-machine scripts (gpu_check.sh, gpu_sglang_check.sh):
+#   gpu_env NAME   checks that a GPU is visible, sets OUT (default ./gpu_check_out)
+#                  and PYTHONUNBUFFERED, and installs the wheels carried in .whl/
+#                  (the GPU machine has no network) into /tmp/site, first on
+#                  PYTHONPATH after this checkout.
+gpu_env() {
+  local name=$1
+  OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
+  export PYTHONUNBUFFERED=1
+  if ! nvidia-smi -L >/dev/null 2>&1; then echo "$name: no NVIDIA GPU visible (nvidia-smi -L failed)" >&2; exit 2; fi
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+      || { echo "$name: installing .whl/ failed" >&2; exit 2; }
+    export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+}
