@@ -3,6 +3,8 @@
 #                  and PYTHONUNBUFFERED, and installs the wheels carried in .whl/
 #                  (the GPU machine has no network) into /tmp/site, first on
 #                  PYTHONPATH after this checkout.
+#   run_step NAME CMD...  runs one step under $STEP_TIMEOUT seconds, its output
+#                  also in $OUT/NAME.log, and adds its status line to ${status[@]}.
 gpu_env() {
   local name=$1
   OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
@@ -15,4 +17,14 @@ gpu_env() {
   else
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   fi
+}
+
+status=()
+run_step() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  echo; echo "### $name: $*"
+  timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
+  local rc=${PIPESTATUS[0]}
+  status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
 }

@@ -24,16 +24,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --f
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 python3 -c "import flash_mla; print('flash_mla', flash_mla.__file__)" 2>/dev/null || echo "flash_mla: not importable (FlashMLA comparisons skipped)"
 
-status=()
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"  # seconds per step, so one stuck step cannot eat the whole call
-run_step() {  # name, command...
-  local name=$1; shift
-  local t0=$SECONDS
-  echo; echo "### $name: $*"
-  timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
-  local rc=${PIPESTATUS[0]}
-  status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
-}
 
 if [ "$SKIP_TESTS" = 0 ]; then
   run_step tests python3 -m pytest tests -q -x -p no:cacheprovider

@@ -42,16 +42,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 python3 -c "import sys; sys.path.insert(0, 'tests/sglang'); import stand_ins; print('stand-ins:', stand_ins.install()); import sglang, flash_mla; print('sglang', sglang.__version__)"
 
-status=()
 STEP_TIMEOUT="${STEP_TIMEOUT:-420}"
-run_step() {  # name, command...
-  local name=$1; shift
-  local t0=$SECONDS
-  echo; echo "### $name: $*"
-  timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
-  local rc=${PIPESTATUS[0]}
-  status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
-}
 # pytest loads tests/sglang/conftest.py, which puts the stand-ins in place first.
 [ "$SKIP_TESTS" = 1 ] || run_step sglang_tests python3 -m pytest tests/sglang -q -p no:cacheprovider
 [ "$SKIP_KIT" = 1 ] || run_step kit_matrix python3 scripts/sglang_kit_matrix.py
