@@ -45,15 +45,18 @@ Where the inputs come from (SGLang 0.5.23):
   ``get_swa_key_buffer_radix(layer)`` / ``get_swa_key_page_size()`` and
   ``get_extra_key_buffer(layer)`` / ``get_extra_key_page_size(layer)``.
 
+* The paged route's index rows: ``swa_page_indices`` / ``swa_topk_lengths``,
+  ``c128_page_indices`` / ``c128_topk_lengths_clamp1`` and the per-ratio
+  FlashMLA scheduler metadata, which SGLang's metadata builds for its own
+  paged attention; the plan views them (``_paged_plan``), so no per-step plan
+  kernels run there, and a missing one sends the step to the parent.
+
 CUDA graphs: the decode plan is built in ``init_forward_metadata_in_graph``,
 which ``init_forward_metadata`` calls eagerly and the decode graph runner
-records inside the graph, after the parent's own in-graph metadata build.
-``build_paged_plan`` allocates only shapes fixed by the batch size and the
-page-table width, never reads device values on the host, and takes the query
-positions from the parent's metadata, so replay recomputes the whole plan
-from the graph's static buffers. The host lengths
-(``StepInputs.seq_lens_cpu``) are unknown inside a graph and the paged route
-does not need them: None is passed there.
+records inside the graph, after the parent's own in-graph metadata build. It
+only views that metadata, so replay refills what it points at. The host
+lengths (``StepInputs.seq_lens_cpu``) are unknown inside a graph and the
+paged route does not need them: None is passed there.
 Extends are planned eagerly in ``init_forward_metadata``; prefill CUDA graphs
 (breakable or piecewise capture) go to the parent.
 """
