@@ -86,8 +86,7 @@ from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
     sparse_mla_fwd,
 )
 from sglang_dsv4_sparse.kernels.row_gather_floor import xor_gathered_rows  # noqa: E402
-from sglang_dsv4_sparse.kernels.sparse_attn import decode_paged as _decode_mod  # noqa: E402
-from sglang_dsv4_sparse.kernels.sparse_attn import prefill as _prefill_mod  # noqa: E402
+from sglang_dsv4_sparse.kernels.sparse_attn import configs as launch_configs  # noqa: E402
 
 SCALE = L.SOFTMAX_SCALE
 FP8_KEY_BYTES = L.TOKEN_BYTES
@@ -445,17 +444,15 @@ def _padded_for_flashmla(kw):
 
 
 def _split_note(b, h, keys, device):
-    sms = _decode_mod._num_sms(device)
-    block_h = _decode_mod.decode_block_h(h, b)
+    block_h = launch_configs.decode_block_h(h, b)
     head_blocks = triton.cdiv(h, block_h)
-    wide = block_h == _prefill_mod.MAX_BLOCK_H
-    config_list, configs = _decode_mod.decode_configs(h, block_h, b)
+    config_list, configs = launch_configs.decode_configs(h, block_h, b)
     key = ("decode_paged", device, config_list, L.SWA_PAGE_SIZE, L.C4_PAGE_SIZE, DRY_RUN)
-    cfg = _prefill_mod._CONFIG_CACHE.get(key, configs[0])
-    slots = sms * (_decode_mod._PROGRAMS_PER_SM_WIDE if wide else _decode_mod._PROGRAMS_PER_SM_NARROW)
+    cfg = launch_configs.cached_config(key) or configs[0]
+    slots = launch_configs.decode_program_slots(device, block_h)
     blocks = triton.cdiv(L.SWA_WINDOW, cfg.block_n) + triton.cdiv(keys - L.SWA_WINDOW, cfg.block_n)
-    min_blocks = max(1, _decode_mod.MIN_KEYS_PER_SPLIT // cfg.block_n)
-    splits, _ = _decode_mod.plan_splits(b, head_blocks, blocks, slots, min_blocks)
+    min_blocks = max(1, launch_configs.MIN_KEYS_PER_SPLIT // cfg.block_n)
+    splits, _ = launch_configs.plan_splits(b, head_blocks, blocks, slots, min_blocks)
     return (f"{block_h} heads/program, {cfg}: {b * head_blocks * splits} programs, "
             f"{splits} split{'s' if splits > 1 else ''}")
 
@@ -503,9 +500,7 @@ def bench_prefill(args, flash_mla, fm_note, gen):
                 continue
             group = []
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink), args.rep_ms)
-            chosen = _prefill_mod._CONFIG_CACHE.get(
-                ("prefill", q.device, _prefill_mod.block_h_for(h), DRY_RUN), "?"
-            )
+            chosen = launch_configs.cached_config(("prefill", q.device, launch_configs.block_h_for(h), DRY_RUN)) or "?"
             group.append(_add("prefill", shape, "triton", meas, flops, s_q * PREFILL_TOPK * BF16_KEY_BYTES,
                               f"{chosen}"))
             if flash_mla is not None:
@@ -624,9 +619,9 @@ def run_sweep(args, gen):
         # Above 16 heads both head-block widths are timed: the rule in
         # decode_block_h picks between them by batch size.
         for block_h in (16,) if h <= 16 else (16, 64):
-            wide = block_h == _prefill_mod.MAX_BLOCK_H
-            configs = (_decode_mod.DECODE_CONFIGS_WIDE if wide
-                       else _decode_mod.DECODE_CONFIGS_NARROW_FEW + _decode_mod.DECODE_CONFIGS_NARROW_MANY)
+            wide = block_h == launch_configs.MAX_BLOCK_H
+            configs = (launch_configs.DECODE_CONFIGS_WIDE if wide
+                       else launch_configs.DECODE_CONFIGS_NARROW_FEW + launch_configs.DECODE_CONFIGS_NARROW_MANY)
             extra_dec = (KernelConfig(32, 8, 2), KernelConfig(16, 8, 2)) if wide else (KernelConfig(16, 4, 2),)
             configs = tuple(dict.fromkeys(tuple(configs) + extra_dec))
             if args.quick:
@@ -651,7 +646,7 @@ def run_sweep(args, gen):
     for h in () if args.only == "decode" else ((16, 64) if DRY_RUN else (16, 64, 128)):
         q, idx, sink = _prefill_inputs(pre_s_q, PREFILL_SWEEP_KV_ROWS, h, gen)
         kv = torch.randn(PREFILL_SWEEP_KV_ROWS, 1, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
-        configs = _prefill_mod.PREFILL_CONFIGS_WIDE if h > 32 else _prefill_mod.PREFILL_CONFIGS_H16
+        configs = launch_configs.PREFILL_CONFIGS_WIDE if h > 32 else launch_configs.PREFILL_CONFIGS_H16
         for cfg in tuple(configs) + tuple(c for c in extra_cfgs if c not in configs):
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink, config=cfg), args.rep_ms,
                             count_launches=False)
@@ -691,7 +686,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.time()
     if DRY_RUN:
-        device_name, sms = "CPU (Triton interpreter, dry run)", _decode_mod.DEFAULT_NUM_SMS
+        device_name, sms = "CPU (Triton interpreter, dry run)", launch_configs.DEFAULT_NUM_SMS
     else:
         props = torch.cuda.get_device_properties(0)
         device_name, sms = props.name, props.multi_processor_count

@@ -10,7 +10,8 @@
 """
 
 from .decode_paged import sparse_mla_decode_paged
-from .prefill import KernelConfig, sparse_mla_fwd
+from .configs import KernelConfig
+from .prefill import sparse_mla_fwd
 from .staged import sparse_mla_decode_staged
 
 __all__ = ["KernelConfig", "sparse_mla_decode_paged", "sparse_mla_decode_staged", "sparse_mla_fwd"]

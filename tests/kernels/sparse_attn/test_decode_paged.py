@@ -5,7 +5,7 @@ from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_decode_staged
-from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
+from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
     DECODE_CONFIGS_NARROW_FEW,
     DECODE_CONFIGS_NARROW_MANY,
     DECODE_CONFIGS_WIDE,

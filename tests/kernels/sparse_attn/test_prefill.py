@@ -7,7 +7,7 @@ from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_fwd
-from sglang_dsv4_sparse.kernels.sparse_attn.prefill import (
+from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
     PREFILL_CONFIGS_H16,
     PREFILL_CONFIGS_NARROW,
     PREFILL_CONFIGS_WIDE,
