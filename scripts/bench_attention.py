@@ -12,7 +12,7 @@ plus C4 512 (page 64) at h 64, and SWA 128 + C4 1024 at h 128, for b in
   * ``flashmla``: ``flash_mla_with_kvcache`` with its scheduler metadata built
     once and reused, as serving does (``use_legacy=True`` on SM90).
   * ``staged``: dequantize every named row into a bf16 workspace, then
-    ``sparse_mla_fwd``.
+    ``sparse_mla_fwd`` (``benchmarks/staged.py``).
 
 Prefill: h in {16, 64, 128}, topk 640, random rows of a bf16 buffer, at
 (s_q, rows) = (8192, 32768), (8192, 262144) and (32768, 262144).  The 32 MB
@@ -20,9 +20,10 @@ buffer is L2-resident (the range of FlashMLA's own prefill benchmark, 8k-64k
 rows, and the flat workspace of an 8k chunk at 128k context); the 256 MB one
 is five times the L2 (a workspace at 1M context), where the rows come from
 HBM, as the measuring rule for caches asks.
-  * ``row-floor`` (once per case): ``xor_gathered_rows`` reads the same kind
-    of rows (random ids) and only XORs them: the row traffic's own time, a
-    floor under every prefill row of that case.
+  * ``row-floor`` (once per case): ``xor_gathered_rows``
+    (``benchmarks/row_gather_floor.py``) reads the same kind of rows (random
+    ids) and only XORs them: the row traffic's own time, a floor under every
+    prefill row of that case.
   * ``triton``: ``sparse_mla_fwd`` at the native head count.
   * ``flashmla``: ``flash_mla_sparse_fwd``; at h 16 its q is padded to 64 heads
     beforehand (the padding copy is not timed), as SGLang must on SM90.
@@ -79,14 +80,10 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     run_header,
     save_json,
 )
-from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
-    KernelConfig,
-    sparse_mla_decode_paged,
-    sparse_mla_decode_staged,
-    sparse_mla_fwd,
-)
-from sglang_dsv4_sparse.kernels.row_gather_floor import xor_gathered_rows  # noqa: E402
+from sglang_dsv4_sparse.kernels.sparse_attn import KernelConfig, sparse_mla_decode_paged, sparse_mla_fwd  # noqa: E402
 from sglang_dsv4_sparse.kernels.sparse_attn import configs as launch_configs  # noqa: E402
+from benchmarks.row_gather_floor import xor_gathered_rows  # noqa: E402
+from benchmarks.staged import sparse_mla_decode_staged  # noqa: E402
 
 SCALE = L.SOFTMAX_SCALE
 FP8_KEY_BYTES = L.TOKEN_BYTES

@@ -5,9 +5,17 @@ so this happens at conftest import, before the test modules import the package.
 """
 
 import os
+import sys
 import zlib
+from pathlib import Path
 
 import torch
+
+# The benchmark-only kernels (benchmarks/, not part of the installed package)
+# import as ``benchmarks.*`` from the repository root, as the scripts do.
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -3,8 +3,9 @@ import torch
 
 from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
 
+from benchmarks.staged import sparse_mla_decode_staged
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_decode_staged
+from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged
 from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
     DECODE_CONFIGS_NARROW_FEW,
     DECODE_CONFIGS_NARROW_MANY,

@@ -16,10 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import layout as L
-from ..validation import INDEX_DTYPES, check_tensor
-from .sparse_attn.common import kv_ids
-from .triton_utils import check_launch_device
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.sparse_attn.common import kv_ids
+from sglang_dsv4_sparse.kernels.triton_utils import check_launch_device
+from sglang_dsv4_sparse.validation import INDEX_DTYPES, check_tensor
 
 # 8-byte words in a bf16 key row.
 ROW_WORDS = 2 * L.HEAD_DIM // 8

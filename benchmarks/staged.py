@@ -1,7 +1,9 @@
-"""The staged baseline for paged sparse decode: gather + dequantize, then attend.
+"""Benchmark-only: the staged baseline for paged sparse decode, gather +
+dequantize, then attend.
 
 Every row an index names is dequantized into a bf16 workspace
-(``kernels.dequant.dequantize_k_cache_paged``, one launch per cache) and
+(``sglang_dsv4_sparse.kernels.dequant.dequantize_k_cache_paged``, one launch
+per cache) and
 :func:`sparse_mla_fwd` attends over the workspace.  This is what a backend
 does without a fused kernel; it writes and re-reads 1024 bytes per key on top
 of the 584 it reads, and needs ``rows * (topk + extra_topk) * 1 KB`` of
@@ -14,12 +16,12 @@ from typing import Optional
 
 import torch
 
-from ... import layout as L
-from ...validation import INDEX_DTYPES, check_tensor
-from ..dequant import dequantize_k_cache_paged
-from ..triton_utils import check_launch_device
-from .decode_paged import byte_cache_arg
-from .prefill import sparse_mla_fwd
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.dequant import dequantize_k_cache_paged
+from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import byte_cache_arg
+from sglang_dsv4_sparse.kernels.sparse_attn.prefill import sparse_mla_fwd
+from sglang_dsv4_sparse.kernels.triton_utils import check_launch_device
+from sglang_dsv4_sparse.validation import INDEX_DTYPES, check_tensor
 
 
 def _stage(cache_u8, page_size, ids, lengths, workspace, offset):
