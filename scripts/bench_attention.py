@@ -533,8 +533,12 @@ def bench_prefill(args, flash_mla, fm_note, gen):
 
 
 def run_check(flash_mla, gen):
-    from sglang_dsv4_sparse.reference import sparse_attention_reference, sparse_decode_paged_reference
-    from sglang_dsv4_sparse.testing import OUT_ATOL, OUT_ROW_RTOL, OUT_RTOL, random_rows
+    from sglang_dsv4_sparse.random_inputs import random_rows
+    from sglang_dsv4_sparse.reference import (
+        attention_tolerance,
+        sparse_attention_reference,
+        sparse_decode_paged_reference,
+    )
 
     print("== --check: small shapes against the fp32 reference", flush=True)
     cpu_gen = torch.Generator().manual_seed(1)
@@ -543,9 +547,7 @@ def run_check(flash_mla, gen):
     def report(name, got, ref, lse_got, lse_ref):
         nonlocal ok
         err = (got.float() - ref.float()).abs()
-        # FlashMLA's tolerance plus the bf16-P row term (see testing.assert_attention_close).
-        row_max = ref.float().abs().amax(dim=-1, keepdim=True)
-        tol = OUT_ATOL + OUT_RTOL * ref.float().abs() + OUT_ROW_RTOL * row_max
+        tol = attention_tolerance(ref)  # FlashMLA's tolerance plus the bf16-P row term
         lse_err = (lse_got - lse_ref).abs().nan_to_num(0.0)
         lse_tol = 1e-5 + 8.01 / 65536 * lse_ref.abs().nan_to_num(0.0)
         passed = bool((err <= tol).all()) and bool((lse_err <= lse_tol).all())

@@ -11,11 +11,14 @@ from pathlib import Path
 
 import torch
 
-# The benchmark-only kernels (benchmarks/, not part of the installed package)
-# import as ``benchmarks.*`` from the repository root, as the scripts do.
-ROOT = str(Path(__file__).resolve().parents[1])
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# Test modules import the test-only helpers as ``testing`` (tests/helpers/) and
+# the benchmark-only kernels as ``benchmarks.*`` from the repository root, as the
+# scripts do (neither is part of the installed package).  Not tests/ itself: its
+# folders would import as namespace packages (``sglang`` without SGLang).
+HERE = Path(__file__).resolve().parent
+for path in (str(HERE.parent), str(HERE / "helpers")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
