@@ -18,8 +18,8 @@ Design:
   ``BLOCK_H`` is 16 (fewer heads are masked rows) up to 16 heads.
   Above that it is 64 (wgmma) once the batch has a 64-head program per SM,
   and 16 for smaller batches, where more, shorter programs finish sooner
-  (``configs.decode_block_h``).  The head blocks of a row are adjacent in the grid
-  and read the same rows, the later ones through L2.
+  (``configs.decode_block_h``).  The head blocks of a row are adjacent in the
+  grid and read the same rows, the later ones through L2.
 * The key loop reads ``BLOCK_N`` index columns, resolves page and slot in
   int64, loads the fp8 bytes, scale bytes and RoPE values of those rows,
   dequantizes them in registers (``e4m3 * 2**(byte - 127)``, exact in bf16) and
