@@ -12,7 +12,7 @@ plus C4 512 (page 64) at h 64, and SWA 128 + C4 1024 at h 128, for b in
   * ``flashmla``: ``flash_mla_with_kvcache`` with its scheduler metadata built
     once and reused, as serving does (``use_legacy=True`` on SM90).
   * ``staged``: dequantize every named row into a bf16 workspace, then
-    ``sparse_mla_fwd``.
+    ``sparse_mla_fwd`` (``benchmarks/staged.py``).
 
 Prefill: h in {16, 64, 128}, topk 640, random rows of a bf16 buffer, at
 (s_q, rows) = (8192, 32768), (8192, 262144) and (32768, 262144).  The 32 MB
@@ -20,9 +20,10 @@ buffer is L2-resident (the range of FlashMLA's own prefill benchmark, 8k-64k
 rows, and the flat workspace of an 8k chunk at 128k context); the 256 MB one
 is five times the L2 (a workspace at 1M context), where the rows come from
 HBM, as the measuring rule for caches asks.
-  * ``row-floor`` (once per case): ``xor_gathered_rows`` reads the same kind
-    of rows (random ids) and only XORs them: the row traffic's own time, a
-    floor under every prefill row of that case.
+  * ``row-floor`` (once per case): ``xor_gathered_rows``
+    (``benchmarks/row_gather_floor.py``) reads the same kind of rows (random
+    ids) and only XORs them: the row traffic's own time, a floor under every
+    prefill row of that case.
   * ``triton``: ``sparse_mla_fwd`` at the native head count.
   * ``flashmla``: ``flash_mla_sparse_fwd``; at h 16 its q is padded to 64 heads
     beforehand (the padding copy is not timed), as SGLang must on SM90.
@@ -79,15 +80,10 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     run_header,
     save_json,
 )
-from sglang_dsv4_sparse.kernels.sparse_attn import (  # noqa: E402
-    KernelConfig,
-    sparse_mla_decode_paged,
-    sparse_mla_decode_staged,
-    sparse_mla_fwd,
-)
-from sglang_dsv4_sparse.kernels.row_gather_floor import xor_gathered_rows  # noqa: E402
-from sglang_dsv4_sparse.kernels.sparse_attn import decode_paged as _decode_mod  # noqa: E402
-from sglang_dsv4_sparse.kernels.sparse_attn import prefill as _prefill_mod  # noqa: E402
+from sglang_dsv4_sparse.kernels.sparse_attn import KernelConfig, sparse_mla_decode_paged, sparse_mla_fwd  # noqa: E402
+from sglang_dsv4_sparse.kernels.sparse_attn import configs as launch_configs  # noqa: E402
+from benchmarks.row_gather_floor import xor_gathered_rows  # noqa: E402
+from benchmarks.staged import sparse_mla_decode_staged  # noqa: E402
 
 SCALE = L.SOFTMAX_SCALE
 FP8_KEY_BYTES = L.TOKEN_BYTES
@@ -445,17 +441,15 @@ def _padded_for_flashmla(kw):
 
 
 def _split_note(b, h, keys, device):
-    sms = _decode_mod._num_sms(device)
-    block_h = _decode_mod.decode_block_h(h, b)
+    block_h = launch_configs.decode_block_h(h, b)
     head_blocks = triton.cdiv(h, block_h)
-    wide = block_h == _prefill_mod.MAX_BLOCK_H
-    config_list, configs = _decode_mod.decode_configs(h, block_h, b)
+    config_list, configs = launch_configs.decode_configs(h, block_h, b)
     key = ("decode_paged", device, config_list, L.SWA_PAGE_SIZE, L.C4_PAGE_SIZE, DRY_RUN)
-    cfg = _prefill_mod._CONFIG_CACHE.get(key, configs[0])
-    slots = sms * (_decode_mod._PROGRAMS_PER_SM_WIDE if wide else _decode_mod._PROGRAMS_PER_SM_NARROW)
+    cfg = launch_configs.cached_config(key) or configs[0]
+    slots = launch_configs.decode_program_slots(device, block_h)
     blocks = triton.cdiv(L.SWA_WINDOW, cfg.block_n) + triton.cdiv(keys - L.SWA_WINDOW, cfg.block_n)
-    min_blocks = max(1, _decode_mod.MIN_KEYS_PER_SPLIT // cfg.block_n)
-    splits, _ = _decode_mod.plan_splits(b, head_blocks, blocks, slots, min_blocks)
+    min_blocks = max(1, launch_configs.MIN_KEYS_PER_SPLIT // cfg.block_n)
+    splits, _ = launch_configs.plan_splits(b, head_blocks, blocks, slots, min_blocks)
     return (f"{block_h} heads/program, {cfg}: {b * head_blocks * splits} programs, "
             f"{splits} split{'s' if splits > 1 else ''}")
 
@@ -503,9 +497,7 @@ def bench_prefill(args, flash_mla, fm_note, gen):
                 continue
             group = []
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink), args.rep_ms)
-            chosen = _prefill_mod._CONFIG_CACHE.get(
-                ("prefill", q.device, _prefill_mod.block_h_for(h), DRY_RUN), "?"
-            )
+            chosen = launch_configs.cached_config(("prefill", q.device, launch_configs.block_h_for(h), DRY_RUN)) or "?"
             group.append(_add("prefill", shape, "triton", meas, flops, s_q * PREFILL_TOPK * BF16_KEY_BYTES,
                               f"{chosen}"))
             if flash_mla is not None:
@@ -541,8 +533,12 @@ def bench_prefill(args, flash_mla, fm_note, gen):
 
 
 def run_check(flash_mla, gen):
-    from sglang_dsv4_sparse.reference import sparse_attention_reference, sparse_decode_paged_reference
-    from sglang_dsv4_sparse.testing import OUT_ATOL, OUT_ROW_RTOL, OUT_RTOL, random_rows
+    from sglang_dsv4_sparse.random_inputs import random_rows
+    from sglang_dsv4_sparse.reference import (
+        attention_tolerance,
+        sparse_attention_reference,
+        sparse_decode_paged_reference,
+    )
 
     print("== --check: small shapes against the fp32 reference", flush=True)
     cpu_gen = torch.Generator().manual_seed(1)
@@ -551,9 +547,7 @@ def run_check(flash_mla, gen):
     def report(name, got, ref, lse_got, lse_ref):
         nonlocal ok
         err = (got.float() - ref.float()).abs()
-        # FlashMLA's tolerance plus the bf16-P row term (see testing.assert_attention_close).
-        row_max = ref.float().abs().amax(dim=-1, keepdim=True)
-        tol = OUT_ATOL + OUT_RTOL * ref.float().abs() + OUT_ROW_RTOL * row_max
+        tol = attention_tolerance(ref)  # FlashMLA's tolerance plus the bf16-P row term
         lse_err = (lse_got - lse_ref).abs().nan_to_num(0.0)
         lse_tol = 1e-5 + 8.01 / 65536 * lse_ref.abs().nan_to_num(0.0)
         passed = bool((err <= tol).all()) and bool((lse_err <= lse_tol).all())
@@ -624,9 +618,9 @@ def run_sweep(args, gen):
         # Above 16 heads both head-block widths are timed: the rule in
         # decode_block_h picks between them by batch size.
         for block_h in (16,) if h <= 16 else (16, 64):
-            wide = block_h == _prefill_mod.MAX_BLOCK_H
-            configs = (_decode_mod.DECODE_CONFIGS_WIDE if wide
-                       else _decode_mod.DECODE_CONFIGS_NARROW_FEW + _decode_mod.DECODE_CONFIGS_NARROW_MANY)
+            wide = block_h == launch_configs.MAX_BLOCK_H
+            configs = (launch_configs.DECODE_CONFIGS_WIDE if wide
+                       else launch_configs.DECODE_CONFIGS_NARROW_FEW + launch_configs.DECODE_CONFIGS_NARROW_MANY)
             extra_dec = (KernelConfig(32, 8, 2), KernelConfig(16, 8, 2)) if wide else (KernelConfig(16, 4, 2),)
             configs = tuple(dict.fromkeys(tuple(configs) + extra_dec))
             if args.quick:
@@ -651,7 +645,7 @@ def run_sweep(args, gen):
     for h in () if args.only == "decode" else ((16, 64) if DRY_RUN else (16, 64, 128)):
         q, idx, sink = _prefill_inputs(pre_s_q, PREFILL_SWEEP_KV_ROWS, h, gen)
         kv = torch.randn(PREFILL_SWEEP_KV_ROWS, 1, L.HEAD_DIM, device=DEV, generator=gen).to(torch.bfloat16)
-        configs = _prefill_mod.PREFILL_CONFIGS_WIDE if h > 32 else _prefill_mod.PREFILL_CONFIGS_H16
+        configs = launch_configs.PREFILL_CONFIGS_WIDE if h > 32 else launch_configs.PREFILL_CONFIGS_H16
         for cfg in tuple(configs) + tuple(c for c in extra_cfgs if c not in configs):
             meas = _measure(lambda: sparse_mla_fwd(q, kv, idx, SCALE, attn_sink=sink, config=cfg), args.rep_ms,
                             count_launches=False)
@@ -691,7 +685,7 @@ def main(argv=None) -> int:
         return 2
     t0 = time.time()
     if DRY_RUN:
-        device_name, sms = "CPU (Triton interpreter, dry run)", _decode_mod.DEFAULT_NUM_SMS
+        device_name, sms = "CPU (Triton interpreter, dry run)", launch_configs.DEFAULT_NUM_SMS
     else:
         props = torch.cuda.get_device_properties(0)
         device_name, sms = props.name, props.multi_processor_count

@@ -6,8 +6,10 @@
 Dequant at 32k / 262k / 1M rows of a C4 cache several times larger than L2,
 in three id patterns (random rows; random pages with their slots in order, as a
 page table gives them; the random rows sorted), each beside a kernel that moves
-the same bytes with no arithmetic (the pattern's own ceiling); combine at 8k / 32k queries (top-k 512, window 128, every query past the
-top-k warm-up so rows are full); SWA token ids for a 32k chunk. Bytes count
+the same bytes with no arithmetic (the pattern's own ceiling,
+``benchmarks/row_gather_ceiling.py``); combine at 8k / 32k queries (top-k 512,
+window 128, every query past the top-k warm-up so rows are full); SWA token ids
+for a 32k chunk. Bytes count
 each input read once and each output written once. ``--sweep`` also times
 every block-size/warp configuration, which is how the constants in the kernel
 files were chosen. Times are CUDA-graph replays (GPU time, see
@@ -44,7 +46,7 @@ from sglang_dsv4_sparse.kernels import dequant as dequant_mod  # noqa: E402
 from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices  # noqa: E402
 from sglang_dsv4_sparse.kernels.indices import combine as combine_mod  # noqa: E402
 from sglang_dsv4_sparse.kernels.indices import swa_token_ids as swa_mod  # noqa: E402
-from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw  # noqa: E402
+from benchmarks.row_gather_ceiling import gather_rows_raw  # noqa: E402
 
 # Spec anchors (SGLang's own Triton kernels, one H200, 2026-11-21): context only;
 # the in-run ceiling is the copy bandwidth measured here.

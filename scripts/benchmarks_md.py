@@ -40,7 +40,7 @@ launch-config sweeps behind the kernels' constants), section 4 from `bash script
 ## 1. Index and dequant kernels (`scripts/bench_kernels.py`)
 
 Dequant reads a C4 cache several times the L2 by random rows, random pages (64 slots in order, a page
-table's layout) or the random rows sorted; "same bytes, no arithmetic" (`kernels/row_gather_ceiling.py`)
+table's layout) or the random rows sorted; "same bytes, no arithmetic" (`benchmarks/row_gather_ceiling.py`)
 moves exactly its bytes at the same addresses and only copies them, the access pattern's own ceiling.
 Combine builds top-k 512 + window 128 index rows; SWA ids serve 8 requests of 4096 tokens. "graph us": CUDA-
 graph replays (GPU time); "eager us": single calls after an L2 flush; the copy ceiling is an eager copy.

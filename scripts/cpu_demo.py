@@ -21,7 +21,7 @@ from sglang_dsv4_sparse import layout as L  # noqa: E402
 from sglang_dsv4_sparse.kernels.dequant import dequantize_k_cache_paged  # noqa: E402
 from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices  # noqa: E402
 from sglang_dsv4_sparse.reference import build_swa_token_ids_reference, combine_topk_swa_indices_reference  # noqa: E402
-from sglang_dsv4_sparse.testing import written_cache  # noqa: E402
+from sglang_dsv4_sparse.random_inputs import written_cache  # noqa: E402
 
 
 # e4m3 keeps 3 mantissa bits and a tile's scale puts its largest |value| in

@@ -89,7 +89,7 @@ def run_checks(quick: bool) -> tuple[list, bool, list]:
 def _single_request(prefix: int, chunk: int, ratios, heads: int, gen):
     """Caches of random (NaN-free) bytes and StepInputs for one request's chunk."""
     from sglang_dsv4_sparse.core.plan import StepInputs
-    from sglang_dsv4_sparse.testing import random_byte_cache
+    from sglang_dsv4_sparse.random_inputs import random_byte_cache
 
     seq = prefix + chunk
     swa_cap_pages = -(-(chunk + 2 * L.SWA_WINDOW) // L.SWA_PAGE_SIZE) * 4

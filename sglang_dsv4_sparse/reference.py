@@ -2,7 +2,9 @@
 
 They favour being obviously right over being fast: plain loops over requests
 and queries, int64 everywhere, fp32/fp64 arithmetic.  (The cache quantizer and
-dequant reference live with the layout in :mod:`sglang_dsv4_sparse.layout`.)
+dequant reference live with the layout in :mod:`sglang_dsv4_sparse.layout`;
+the references of the benchmark-only kernels in ``benchmarks/`` live with their
+tests in ``tests/benchmarks/``.)
 """
 
 from __future__ import annotations
@@ -298,32 +300,16 @@ def layer_attention_reference(
     return out
 
 
-def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int) -> torch.Tensor:
-    """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_ceiling.gather_rows_raw`."""
-    rows = []
-    region = L.scale_region_offset(page_size)
-    capacity = cache_u8.shape[0] * page_size
-    for t in token_ids.long().tolist():
-        if not 0 <= t < capacity:  # a hole or past the cache: zero row
-            rows.append(torch.zeros(2 * L.HEAD_DIM, dtype=torch.uint8))
-            continue
-        page, slot = divmod(t, page_size)
-        data = cache_u8[page, slot * L.DATA_BYTES : (slot + 1) * L.DATA_BYTES]
-        scales = cache_u8[page, region + slot * L.SCALE_BYTES : region + (slot + 1) * L.SCALE_BYTES]
-        repeat = 2 * L.HEAD_DIM - L.DATA_BYTES - L.SCALE_BYTES
-        rows.append(torch.cat([data, data[:repeat], scales]))
-    if not rows:
-        return torch.zeros((0, 2 * L.HEAD_DIM), dtype=torch.uint8)
-    return torch.stack(rows)
+# FlashMLA's own output tolerance (abs 1e-3, rel 2.01/128) holds element by
+# element only where an output element is not much smaller than its row: the
+# kernels (FlashMLA's and ours) round the softmax weights P to bf16 before
+# P @ V, so an element's error follows the row's magnitude (2**-8 of the
+# largest |value| in the head's output row), not its own. Outputs are compared
+# with that extra term, and with a relative norm error of at most 1e-2.
+OUT_ATOL, OUT_RTOL, OUT_ROW_RTOL = 1e-3, 2.01 / 128, 2.0**-8
 
 
-def xor_gathered_rows_reference(kv: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Reference for the benchmark-only :func:`~sglang_dsv4_sparse.kernels.row_gather_floor.xor_gathered_rows`."""
-    s_kv = kv.shape[0]
-    words = kv.reshape(s_kv, -1).view(torch.int64)
-    out = torch.zeros((indices.shape[0], words.shape[1]), dtype=torch.int64)
-    for query, ids in enumerate(indices[:, 0, :].long().tolist()):
-        for t in ids:
-            if 0 <= t < s_kv:
-                out[query] ^= words[t]
-    return out
+def attention_tolerance(ref: torch.Tensor) -> torch.Tensor:
+    """Per-element tolerance (fp32) of an attention output against ``ref``: FlashMLA's plus the bf16-P row term."""
+    ref = ref.float()
+    return OUT_ATOL + OUT_RTOL * ref.abs() + OUT_ROW_RTOL * ref.abs().amax(dim=-1, keepdim=True)

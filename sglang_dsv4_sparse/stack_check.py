@@ -26,7 +26,7 @@ from . import layout as L
 from .core.forward import Workspace, decode_layer, prefill_layer
 from .core.plan import StepInputs, build_paged_plan, build_prefill_plan, topk_to_token_ids
 from .reference import layer_attention_reference
-from .testing import random_rows
+from .random_inputs import random_rows
 
 Q_TABLE_ROWS = 509  # a prime, so (position, layer) pairs spread over the table
 HOLE_RATE = 0.03

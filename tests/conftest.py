@@ -5,9 +5,20 @@ so this happens at conftest import, before the test modules import the package.
 """
 
 import os
+import sys
 import zlib
+from pathlib import Path
 
 import torch
+
+# Test modules import the test-only helpers as ``testing`` (tests/helpers/) and
+# the benchmark-only kernels as ``benchmarks.*`` from the repository root, as the
+# scripts do (neither is part of the installed package).  Not tests/ itself: its
+# folders would import as namespace packages (``sglang`` without SGLang).
+HERE = Path(__file__).resolve().parent
+for path in (str(HERE.parent), str(HERE / "helpers")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.testing import random_byte_cache, random_rows
+from sglang_dsv4_sparse.random_inputs import random_byte_cache, random_rows
 
 
 def test_page_bytes_matches_sglang_page_sizes():

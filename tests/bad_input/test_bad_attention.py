@@ -12,8 +12,9 @@ import torch
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_fwd
+from sglang_dsv4_sparse.random_inputs import written_cache
 from sglang_dsv4_sparse.reference import sparse_attention_reference, sparse_decode_paged_reference
-from sglang_dsv4_sparse.testing import assert_attention_close, written_cache
+from testing import assert_attention_close
 
 SCALE = L.SOFTMAX_SCALE
 HUGE = 10**12

@@ -10,8 +10,8 @@ import torch
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.core import StepInputs, Workspace, build_paged_plan, build_prefill_plan, decode_layer, prefill_layer
 from sglang_dsv4_sparse.core.plan import topk_to_token_ids
+from sglang_dsv4_sparse.random_inputs import written_cache
 from sglang_dsv4_sparse.reference import layer_attention_reference
-from sglang_dsv4_sparse.testing import written_cache
 
 HUGE = 10**12
 HEADS, TOPK = 4, 8

@@ -11,8 +11,8 @@ import torch
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.dequant import dequantize_k_cache_paged
 from sglang_dsv4_sparse.kernels.indices import build_swa_token_ids, combine_topk_swa_indices
+from sglang_dsv4_sparse.random_inputs import random_byte_cache, random_rows
 from sglang_dsv4_sparse.reference import build_swa_token_ids_reference, combine_topk_swa_indices_reference
-from sglang_dsv4_sparse.testing import random_byte_cache, random_rows
 
 HUGE = 10**12
 

@@ -7,7 +7,7 @@ import torch
 from sglang_dsv4_sparse.core.forward import decode_layer
 from sglang_dsv4_sparse.core.plan import StepInputs, build_paged_plan, topk_to_token_ids
 from sglang_dsv4_sparse.stack_check import StackConfig, build_stack, deterministic_topk, layer_q
-from sglang_dsv4_sparse.testing import assert_attention_close
+from testing import assert_attention_close
 
 pytestmark = pytest.mark.gpu
 

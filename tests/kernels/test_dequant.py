@@ -3,7 +3,8 @@ import torch
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.dequant import dequantize_k_cache_paged
-from sglang_dsv4_sparse.testing import huge_cache, ids_past_offset, random_byte_cache, random_rows, written_cache
+from sglang_dsv4_sparse.random_inputs import random_byte_cache, random_rows, written_cache
+from testing import huge_cache, ids_past_offset
 
 ON_GPU = torch.cuda.is_available()
 

@@ -102,7 +102,7 @@ class Dsv4Env:
     def fill_caches(self, rows: Sequence[int], seq: Sequence[int], gen: torch.Generator) -> None:
         """Write random rows at every position each request has, in every layer's caches."""
         from sglang_dsv4_sparse import layout as L
-        from sglang_dsv4_sparse.testing import random_rows
+        from sglang_dsv4_sparse.random_inputs import random_rows
 
         dev = self.device
         for layer, ratio in enumerate(RATIOS):

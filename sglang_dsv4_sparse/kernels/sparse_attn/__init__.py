@@ -5,12 +5,15 @@
 * :func:`sparse_mla_decode_paged`: the sparse fp8 subset of FlashMLA's
   ``flash_mla_with_kvcache``, reading the paged V4 caches and dequantizing in
   the attention loop.
-* :func:`sparse_mla_decode_staged`: the gather-dequantize-then-attend baseline
-  (benchmarks only).
+
+``common.py`` holds the ``@triton.jit`` steps both kernels share, ``configs.py``
+how they are launched (:class:`KernelConfig` and the lists tried per head count
+and grid size).  The staged decode baseline the benchmark compares against is
+``benchmarks/staged.py``, outside the package.
 """
 
+from .configs import KernelConfig
 from .decode_paged import sparse_mla_decode_paged
-from .prefill import KernelConfig, sparse_mla_fwd
-from .staged import sparse_mla_decode_staged
+from .prefill import sparse_mla_fwd
 
-__all__ = ["KernelConfig", "sparse_mla_decode_paged", "sparse_mla_decode_staged", "sparse_mla_fwd"]
+__all__ = ["KernelConfig", "sparse_mla_decode_paged", "sparse_mla_fwd"]

@@ -18,8 +18,8 @@ Design:
   ``BLOCK_H`` is 16 (fewer heads are masked rows) up to 16 heads.
   Above that it is 64 (wgmma) once the batch has a 64-head program per SM,
   and 16 for smaller batches, where more, shorter programs finish sooner
-  (``decode_block_h``).  The head blocks of a row are adjacent in the grid
-  and read the same rows, the later ones through L2.
+  (``configs.decode_block_h``).  The head blocks of a row are adjacent in the
+  grid and read the same rows, the later ones through L2.
 * The key loop reads ``BLOCK_N`` index columns, resolves page and slot in
   int64, loads the fp8 bytes, scale bytes and RoPE values of those rows,
   dequantizes them in registers (``e4m3 * 2**(byte - 127)``, exact in bf16) and
@@ -28,19 +28,20 @@ Design:
   blocks, then the extra (C4/C128) ones, on the same softmax state; a scalar
   select picks the cache, whose page geometries are both compile-time
   constants.
-* The softmax step is the prefill kernel's: with 64-head blocks its score dot
-  is split across the two warpgroups (each scores half of the keys), see
-  ``prefill._online_softmax_step``; configs may also ask for
+* The softmax step is the prefill kernel's (``common.py``): with 64-head
+  blocks its score dot is split across the two warpgroups (each scores half
+  of the keys), see ``common._online_softmax_step``; configs may also ask for
   the keys-major score dot.
 * Gathers are issued ahead of their use: in the ``prefetch`` configs by the
   kernel itself into registers (ids two blocks ahead, row bytes one block
   ahead), in the pipelined ones by Triton's pipeliner.  Grids split into
   programs of 1-3 blocks are not pipelined: there the copies and waits cost
-  more than they hide (``decode_configs``).
+  more than they hide (``configs.decode_configs``).
 * Split-KV rule, from shapes only (so a CUDA graph can capture it): when
   ``rows * head_blocks`` fills less than half of the SMs' program slots, the
   key blocks of a row (primary then extra, in order) are cut into up to
-  ``slots / (rows * head_blocks)`` contiguous ranges of at least 64 keys.
+  ``slots / (rows * head_blocks)`` contiguous ranges of at least 64 keys
+  (``configs.plan_splits``).
   Each split writes its normalized fp32 partial output and base-2 lse; a
   second small kernel merges them by lse and applies the sink.  The partials
   are the only temporary memory.
@@ -74,16 +75,20 @@ from ...validation import (
 )
 from ..paged_rows import row_byte_offsets
 from ..triton_utils import check_launch_device, interpreting
-from .prefill import (
-    LOG2E,
+from .common import LOG2E, load_q_block, normalize, row_length, softmax_step
+from .configs import (
     MAX_BLOCK_H,
+    MERGE_BLOCK_D,
+    MERGE_BLOCK_H,
+    MERGE_NUM_WARPS,
     MIN_BLOCK_H,
+    MIN_KEYS_PER_SPLIT,
     KernelConfig,
-    _load_q_block,
-    _normalize,
-    _softmax_step,
-    _row_length,
+    decode_block_h,
+    decode_configs,
+    decode_program_slots,
     launch_with_fallback,
+    plan_splits,
 )
 
 # Layout constants as compile-time globals of the jitted helpers.
@@ -91,140 +96,6 @@ _NOPE_DIM = tl.constexpr(L.NOPE_DIM)
 _QUANT_TILE = tl.constexpr(L.QUANT_TILE)
 _NUM_SCALES = tl.constexpr(L.NUM_SCALES)
 _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
-
-# Tried in order (see prefill.launch_with_fallback); a config whose shared
-# memory exceeds the GPU's is skipped.  BLOCK_H 64 (wgmma): 8 warps for the
-# [64, 512] fp32 accumulator, 64-key tiles (32-key tiles and hand-pipelined
-# loops measured slower), and the score dot split across the two warpgroups
-# (prefill._online_softmax_step), which measured faster than the unsplit dot
-# at every 64- and 128-head batch timed.
-# Pipeline depth by grid size (rows x head blocks, before splits).  Up to 3
-# stages the pipeliner (Triton's sm_90 TTGIR shows) keeps one row buffer and
-# waits for every copy at the top of each block; at 5 it keeps two (227 KB of
-# shared memory) and leaves the next gather in flight.  Grids above
-# WIDE_UNPIPELINED_MAX_PROGRAMS walk many blocks per program and take 5
-# stages.  Smaller grids are split into programs of 1-3 blocks, where the
-# pipeline's copies and waits cost more than they hide: no pipelining, rows
-# loaded straight into registers.  The figures behind each choice (H200):
-# docs/design-notes.md, "Paged decode kernel"; today's: BENCHMARKS.md.
-DECODE_CONFIGS_WIDE_FEW = (
-    KernelConfig(64, 8, 1, split_scores=True),
-    KernelConfig(64, 8, 3, split_scores=True),
-    KernelConfig(64, 8, 3),
-    KernelConfig(32, 8, 3),
-    KernelConfig(16, 8, 1, prefetch=True),
-    KernelConfig(32, 8, 1, prefetch=True),
-    KernelConfig(16, 8, 3),
-)
-DECODE_CONFIGS_WIDE = (KernelConfig(64, 8, 5, split_scores=True),) + DECODE_CONFIGS_WIDE_FEW
-WIDE_UNPIPELINED_MAX_PROGRAMS = 32
-
-# BLOCK_H 16, by grid size, each the fastest of the configs timed (H200,
-# docs/design-notes.md, "Paged decode kernel"): up to NARROW_FEW_MAX_PROGRAMS
-# rows x head blocks, 64-key tiles on 8 warps without pipelining.  Above,
-# 64-key tiles on 4 warps with the keys-major score dot (a wgmma with M = 64
-# keys instead of an mma.sync with M = 16 heads) and no pipelining: 82 KB of
-# shared memory, so two programs share an SM and each hides the other's
-# gathers; the former 32-key, 2-stage default comes next (with 2 stages the
-# keys-major tile needs 123 KB and one program an SM, which measured slower).
-DECODE_CONFIGS_NARROW_FEW = (
-    KernelConfig(64, 8, 1),
-    KernelConfig(64, 8, 2),
-    KernelConfig(32, 8, 1, prefetch=True),
-    KernelConfig(16, 4, 1, prefetch=True),
-)
-DECODE_CONFIGS_NARROW_MANY = (
-    KernelConfig(64, 4, 1, keys_major=True),
-    KernelConfig(32, 4, 2),
-    KernelConfig(32, 4, 3),
-    KernelConfig(16, 4, 1, prefetch=True),
-    KernelConfig(16, 4, 3),
-)
-# Largest rows x head blocks that takes DECODE_CONFIGS_NARROW_FEW.
-NARROW_FEW_MAX_PROGRAMS = 16
-
-# Programs an SM runs at once, per head-block width, for the split rule: the
-# 64-head program takes all of an SM's registers; the 16-head one half.
-_PROGRAMS_PER_SM_WIDE = 1
-_PROGRAMS_PER_SM_NARROW = 2
-# A split's fixed cost (loading q, writing an fp32 partial of up to 128 KB,
-# merging it) is worth paying for at least this many keys.
-MIN_KEYS_PER_SPLIT = 64
-# Up to this many heads the decode kernel runs 16-head blocks (mma.sync);
-# above, 64-head blocks (wgmma) except for single-program batches (see
-# decode_block_h).  There is no 32-head block: it spills with mma.sync whatever
-# the config, and padding 17..32 heads to 64 costs only tensor-core time.
-_DECODE_NARROW_H = 16
-# Used for the split rule under the interpreter (an H100's SM count), so CPU
-# tests take the same split decisions as the GPU.
-DEFAULT_NUM_SMS = 132
-# Above 16 heads, a batch of at most this many 64-head programs runs 16-head
-# programs instead: faster there, and slower or even at every larger grid
-# measured (H200, docs/design-notes.md, "Paged decode kernel").
-NARROW_MAX_WIDE_PROGRAMS = 1
-
-# Merge tile: 8 heads x 128 columns of fp32 per program, so that even b = 1
-# spreads the merge over 4 * h / 8 programs.
-MERGE_BLOCK_H = 8
-MERGE_BLOCK_D = 128
-MERGE_NUM_WARPS = 4
-
-_SM_COUNT: dict = {}
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return DEFAULT_NUM_SMS
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNT:
-        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNT[index]
-
-
-def plan_splits(
-    rows: int, head_blocks: int, total_blocks: int, program_slots: int, min_blocks: int = 1
-) -> tuple[int, int]:
-    """``(num_splits, blocks_per_split)`` from shapes only (CUDA-graph safe).
-
-    No split while the grid already fills half the program slots; otherwise cut
-    each row's ``total_blocks`` key blocks into at most ``slots / programs``
-    ranges of equal length (the last may be shorter) of at least
-    ``min_blocks`` blocks, none empty.
-    """
-    total_blocks = max(total_blocks, 1)
-    programs = rows * head_blocks
-    if 2 * programs > program_slots or total_blocks <= min_blocks:
-        return 1, total_blocks
-    want = max(1, min(total_blocks // min_blocks, program_slots // max(programs, 1)))
-    per_split = triton.cdiv(total_blocks, want)
-    return triton.cdiv(total_blocks, per_split), per_split
-
-
-def decode_block_h(h_q: int, rows: Optional[int] = None) -> int:
-    """Heads per program of the decode kernel: 16 or 64.
-
-    16 up to 16 heads.  Above, 64 (wgmma, one key gather per 64 heads), except
-    when the whole batch is at most ``NARROW_MAX_WIDE_PROGRAMS`` such programs:
-    then 16-head programs (4-8 per row, the later ones finding the row's keys
-    in L2) finish sooner than one program walking every key.
-    """
-    if h_q <= _DECODE_NARROW_H:
-        return MIN_BLOCK_H
-    if rows is not None and rows * triton.cdiv(h_q, MAX_BLOCK_H) <= NARROW_MAX_WIDE_PROGRAMS:
-        return MIN_BLOCK_H
-    return MAX_BLOCK_H
-
-
-def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[KernelConfig, ...]]:
-    """The launch configurations to try, in order, and the name of that list."""
-    programs = rows * triton.cdiv(h_q, block_h)  # before splits
-    if block_h == MAX_BLOCK_H:
-        if programs <= WIDE_UNPIPELINED_MAX_PROGRAMS:
-            return "wide-few", DECODE_CONFIGS_WIDE_FEW
-        return "wide", DECODE_CONFIGS_WIDE
-    if programs <= NARROW_FEW_MAX_PROGRAMS:
-        return "narrow-few", DECODE_CONFIGS_NARROW_FEW
-    return "narrow-many", DECODE_CONFIGS_NARROW_MANY
 
 
 @triton.jit
@@ -398,9 +269,9 @@ def _sparse_decode_paged_kernel(
     head_ok = heads < h_q
 
     d = tl.arange(0, _HEAD_DIM)
-    q = _load_q_block(q_ptr + batch * stride_q_b + pos * stride_q_s, heads, head_ok, stride_q_h, _HEAD_DIM, DOT_FP32)
-    n_keys = _row_length(len_ptr, batch, topk, HAS_LEN)
-    x_keys = _row_length(x_len_ptr, batch, x_topk, HAS_X_LEN)  # x_topk is 0 without an extra cache
+    q = load_q_block(q_ptr + batch * stride_q_b + pos * stride_q_s, heads, head_ok, stride_q_h, _HEAD_DIM, DOT_FP32)
+    n_keys = row_length(len_ptr, batch, topk, HAS_LEN)
+    x_keys = row_length(x_len_ptr, batch, x_topk, HAS_X_LEN)  # x_topk is 0 without an extra cache
     idx_row = idx_ptr + batch * stride_idx_b + pos * stride_idx_s
     x_row = x_idx_ptr + batch * stride_x_idx_b + pos * stride_x_idx_s
 
@@ -448,7 +319,7 @@ def _sparse_decode_paged_kernel(
                 PAGE_SIZE, PAGE_BYTES, X_PAGE_SIZE, X_PAGE_BYTES,
             )
             k = _dequant_rows(raw, words, rope, BLOCK_N)
-            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
+            m_i, l_i, acc = softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
             raw, words, rope, live = next_raw, next_words, next_rope, next_live
             next_loc, next_live, next_extra = after_loc, after_live, after_extra
     else:
@@ -462,16 +333,16 @@ def _sparse_decode_paged_kernel(
                 PAGE_SIZE, PAGE_BYTES, X_PAGE_SIZE, X_PAGE_BYTES,
             )
             k = _dequant_rows(raw, words, rope, BLOCK_N)
-            m_i, l_i, acc = _softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
+            m_i, l_i, acc = softmax_step(q, k, live, m_i, l_i, acc, scale_log2, KEYS_MAJOR, DOT_FP32, SPLIT_SCORES)
 
     if WRITE_PARTIAL:
-        has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in _normalize
+        has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in normalize
         l_ref = tl.where(has_keys, l_i, 1.0)
         part = (split * rows + row) * h_q + heads
         tl.store(part_o_ptr + part[:, None] * _HEAD_DIM + d[None, :], acc / l_ref[:, None], mask=head_ok[:, None])
         tl.store(part_lse_ptr + part, tl.where(has_keys, m_i + tl.log2(l_ref), float("-inf")), mask=head_ok)
     else:
-        out, lse = _normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK)
+        out, lse = normalize(acc, m_i, l_i, sink_ptr, heads, head_ok, HAS_SINK)
         stat = row * h_q + heads
         tl.store(out_ptr + stat[:, None] * _HEAD_DIM + d[None, :], out.to(tl.bfloat16), mask=head_ok[:, None])
         tl.store(lse_ptr + stat, lse, mask=head_ok)
@@ -521,13 +392,13 @@ def _merge_splits_kernel(
         acc += w[:, None] * o
     # acc and total are the row's sums scaled by 2**-m: exactly the (acc, l)
     # of the single-pass kernel with running max m.
-    out, lse = _normalize(acc, m, total, sink_ptr, heads, head_ok, HAS_SINK)
+    out, lse = normalize(acc, m, total, sink_ptr, heads, head_ok, HAS_SINK)
     stat = row * h_q + heads
     tl.store(out_ptr + stat[:, None] * _HEAD_DIM + cols[None, :], out.to(tl.bfloat16), mask=head_ok[:, None])
     tl.store(lse_ptr + stat, lse, mask=head_ok & (d_block == 0))
 
 
-def _byte_cache(name: str, cache, page_size: Optional[int], page_name: str) -> tuple[torch.Tensor, int]:
+def byte_cache_arg(name: str, cache, page_size: Optional[int], page_name: str) -> tuple[torch.Tensor, int]:
     """A cache argument as its ``(num_pages, page_bytes)`` uint8 view, and its page size.
 
     A 4-D FlashMLA view ``(num_pages, P, 1, 584)`` (uint8, int8 or fp8) carries P;
@@ -624,7 +495,7 @@ def sparse_mla_decode_paged(
     if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale):
         raise TypeError(f"softmax_scale must be a finite float, got {softmax_scale!r}")
 
-    k_u8, page_size = _byte_cache("k_cache", k_cache, page_size, "page_size")
+    k_u8, page_size = byte_cache_arg("k_cache", k_cache, page_size, "page_size")
     if k_u8.device != device:
         raise ValueError(f"k_cache must be on {device}, got {k_u8.device}")
     check_tensor("indices", indices, dtypes=INDEX_DTYPES, ndim=3, device=device, last_dim_contiguous=True)
@@ -637,7 +508,7 @@ def sparse_mla_decode_paged(
 
     has_extra = extra_k_cache is not None
     if has_extra:
-        x_u8, extra_page_size = _byte_cache("extra_k_cache", extra_k_cache, extra_page_size, "extra_page_size")
+        x_u8, extra_page_size = byte_cache_arg("extra_k_cache", extra_k_cache, extra_page_size, "extra_page_size")
         if x_u8.device != device:
             raise ValueError(f"extra_k_cache must be on {device}, got {x_u8.device}")
         if extra_indices_in_kvcache is None:
@@ -691,9 +562,8 @@ def sparse_mla_decode_paged(
     if block_h is None:
         block_h = decode_block_h(h_q, rows)
     head_blocks = triton.cdiv(h_q, block_h)
-    wide = block_h == MAX_BLOCK_H
     dot_fp32 = interpreting()
-    slots = _num_sms(device) * (_PROGRAMS_PER_SM_WIDE if wide else _PROGRAMS_PER_SM_NARROW)
+    slots = decode_program_slots(device, block_h)
 
     def launch(cfg: KernelConfig) -> None:
         total_blocks = triton.cdiv(topk, cfg.block_n) + triton.cdiv(x_topk, cfg.block_n)

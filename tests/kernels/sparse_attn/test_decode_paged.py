@@ -1,11 +1,10 @@
 import pytest
 import torch
 
-from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
-
+from benchmarks.staged import sparse_mla_decode_staged
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_decode_staged
-from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
+from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged
+from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
     DECODE_CONFIGS_NARROW_FEW,
     DECODE_CONFIGS_NARROW_MANY,
     DECODE_CONFIGS_WIDE,
@@ -17,8 +16,9 @@ from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import (
     decode_configs,
     plan_splits,
 )
+from sglang_dsv4_sparse.random_inputs import random_rows, written_cache
 from sglang_dsv4_sparse.reference import sparse_decode_paged_reference
-from sglang_dsv4_sparse.testing import huge_cache, ids_past_offset, random_rows, written_cache
+from testing import assert_attention_close, flashmla_or_skip, huge_cache, ids_past_offset
 
 ON_GPU = torch.cuda.is_available()
 SCALE = L.SOFTMAX_SCALE

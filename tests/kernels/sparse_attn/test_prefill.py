@@ -3,11 +3,9 @@ import math
 import pytest
 import torch
 
-from sglang_dsv4_sparse.testing import assert_attention_close, flashmla_or_skip
-
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_fwd
-from sglang_dsv4_sparse.kernels.sparse_attn.prefill import (
+from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
     PREFILL_CONFIGS_H16,
     PREFILL_CONFIGS_NARROW,
     PREFILL_CONFIGS_WIDE,
@@ -15,6 +13,7 @@ from sglang_dsv4_sparse.kernels.sparse_attn.prefill import (
     block_h_for,
 )
 from sglang_dsv4_sparse.reference import sparse_attention_reference
+from testing import assert_attention_close, flashmla_or_skip
 
 ON_GPU = torch.cuda.is_available()
 SCALE = L.SOFTMAX_SCALE

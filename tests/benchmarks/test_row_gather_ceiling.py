@@ -1,9 +1,27 @@
 import pytest
 import torch
 
+from benchmarks.row_gather_ceiling import gather_rows_raw
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.kernels.row_gather_ceiling import gather_rows_raw
-from sglang_dsv4_sparse.reference import gather_rows_raw_reference
+
+
+def gather_rows_raw_reference(cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int) -> torch.Tensor:
+    """Reference for :func:`benchmarks.row_gather_ceiling.gather_rows_raw`."""
+    rows = []
+    region = L.scale_region_offset(page_size)
+    capacity = cache_u8.shape[0] * page_size
+    for t in token_ids.long().tolist():
+        if not 0 <= t < capacity:  # a hole or past the cache: zero row
+            rows.append(torch.zeros(2 * L.HEAD_DIM, dtype=torch.uint8))
+            continue
+        page, slot = divmod(t, page_size)
+        data = cache_u8[page, slot * L.DATA_BYTES : (slot + 1) * L.DATA_BYTES]
+        scales = cache_u8[page, region + slot * L.SCALE_BYTES : region + (slot + 1) * L.SCALE_BYTES]
+        repeat = 2 * L.HEAD_DIM - L.DATA_BYTES - L.SCALE_BYTES
+        rows.append(torch.cat([data, data[:repeat], scales]))
+    if not rows:
+        return torch.zeros((0, 2 * L.HEAD_DIM), dtype=torch.uint8)
+    return torch.stack(rows)
 
 
 def test_copies_the_bytes_the_dequant_reads(gen, device):

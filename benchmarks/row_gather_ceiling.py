@@ -20,14 +20,15 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import layout as L
-from ..validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor
-from .dequant import DEQUANT_BLOCK_TOKENS, DEQUANT_EVICTION, DEQUANT_NUM_WARPS
-from .paged_rows import row_byte_offsets
-from .triton_utils import check_launch_device
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.dequant import DEQUANT_BLOCK_TOKENS, DEQUANT_EVICTION, DEQUANT_NUM_WARPS
+from sglang_dsv4_sparse.kernels.paged_rows import row_byte_offsets
+from sglang_dsv4_sparse.kernels.triton_utils import check_launch_device
+from sglang_dsv4_sparse.validation import INDEX_DTYPES, bounds_check_enabled, check_ids_in_range, check_int, check_tensor
 
 OUT_ROW_BYTES = 2 * L.HEAD_DIM  # what the dequant writes: 512 bf16 values
-_HEAD_BYTES = 512  # the power-of-two part of a data row loaded as one tile
+# The largest power of two in a data row (512 bytes), loaded as one tile; the rest (64) as a second.
+_HEAD_BYTES = 1 << (L.DATA_BYTES.bit_length() - 1)
 _REPEAT_BYTES = OUT_ROW_BYTES - L.DATA_BYTES - L.SCALE_BYTES  # 440
 
 

@@ -1,11 +1,22 @@
 import pytest
 import torch
 
+from benchmarks.row_gather_floor import ROW_FLOOR_BLOCK_N, ROW_WORDS, xor_gathered_rows
 from sglang_dsv4_sparse import layout as L
-from sglang_dsv4_sparse.kernels.row_gather_floor import ROW_FLOOR_BLOCK_N, ROW_WORDS, xor_gathered_rows
-from sglang_dsv4_sparse.reference import xor_gathered_rows_reference
 
 ON_GPU = torch.cuda.is_available()
+
+
+def xor_gathered_rows_reference(kv: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Reference for :func:`benchmarks.row_gather_floor.xor_gathered_rows`."""
+    s_kv = kv.shape[0]
+    words = kv.reshape(s_kv, -1).view(torch.int64)
+    out = torch.zeros((indices.shape[0], words.shape[1]), dtype=torch.int64)
+    for query, ids in enumerate(indices[:, 0, :].long().tolist()):
+        for t in ids:
+            if 0 <= t < s_kv:
+                out[query] ^= words[t]
+    return out
 
 
 def test_folds_the_rows_each_query_names(gen, device):

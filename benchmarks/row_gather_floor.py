@@ -16,10 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .. import layout as L
-from ..validation import INDEX_DTYPES, check_tensor
-from .sparse_attn.prefill import _kv_ids
-from .triton_utils import check_launch_device
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.sparse_attn.common import kv_ids
+from sglang_dsv4_sparse.kernels.triton_utils import check_launch_device
+from sglang_dsv4_sparse.validation import INDEX_DTYPES, check_tensor
 
 # 8-byte words in a bf16 key row.
 ROW_WORDS = 2 * L.HEAD_DIM // 8
@@ -39,7 +39,7 @@ def _xor_gathered_rows_kernel(
     acc = tl.zeros([WORDS], tl.int64)
     for start in range(0, topk, BLOCK_N):
         # The prefill kernel's own id step: the same rows, skipped alike.
-        kid, live = _kv_ids(idx_ptr + query * stride_idx_s, start, topk, s_kv, BLOCK_N)
+        kid, live = kv_ids(idx_ptr + query * stride_idx_s, start, topk, s_kv, BLOCK_N)
         rows = tl.load(kv_words_ptr + kid[:, None] * WORDS + words[None, :], mask=live[:, None], other=0)
         acc ^= tl.xor_sum(rows, 0)
     tl.store(out_ptr + query * WORDS + words, acc)

@@ -1,7 +1,9 @@
-"""The staged baseline for paged sparse decode: gather + dequantize, then attend.
+"""Benchmark-only: the staged baseline for paged sparse decode, gather +
+dequantize, then attend.
 
 Every row an index names is dequantized into a bf16 workspace
-(``kernels.dequant.dequantize_k_cache_paged``, one launch per cache) and
+(``sglang_dsv4_sparse.kernels.dequant.dequantize_k_cache_paged``, one launch
+per cache) and
 :func:`sparse_mla_fwd` attends over the workspace.  This is what a backend
 does without a fused kernel; it writes and re-reads 1024 bytes per key on top
 of the 584 it reads, and needs ``rows * (topk + extra_topk) * 1 KB`` of
@@ -14,12 +16,12 @@ from typing import Optional
 
 import torch
 
-from ... import layout as L
-from ...validation import INDEX_DTYPES, check_tensor
-from ..dequant import dequantize_k_cache_paged
-from ..triton_utils import check_launch_device
-from .decode_paged import _byte_cache
-from .prefill import sparse_mla_fwd
+from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.kernels.dequant import dequantize_k_cache_paged
+from sglang_dsv4_sparse.kernels.sparse_attn.decode_paged import byte_cache_arg
+from sglang_dsv4_sparse.kernels.sparse_attn.prefill import sparse_mla_fwd
+from sglang_dsv4_sparse.kernels.triton_utils import check_launch_device
+from sglang_dsv4_sparse.validation import INDEX_DTYPES, check_tensor
 
 
 def _stage(cache_u8, page_size, ids, lengths, workspace, offset):
@@ -55,7 +57,7 @@ def sparse_mla_decode_staged(
     b, s_q, h_q, d_qk = q.shape
     if softmax_scale is None:
         softmax_scale = d_qk**-0.5
-    k_u8, page_size = _byte_cache("k_cache", k_cache, page_size, "page_size")
+    k_u8, page_size = byte_cache_arg("k_cache", k_cache, page_size, "page_size")
     check_tensor("indices", indices, dtypes=INDEX_DTYPES, shape=(b, s_q, None), device=q.device)
     if topk_length is not None:
         check_tensor("topk_length", topk_length, dtypes=INDEX_DTYPES, shape=(b,), device=q.device)
@@ -65,7 +67,7 @@ def sparse_mla_decode_staged(
     if (extra_k_cache is None) != (extra_indices_in_kvcache is None):
         raise ValueError("extra_k_cache and extra_indices_in_kvcache go together")
     if extra_k_cache is not None:
-        x_u8, extra_page_size = _byte_cache("extra_k_cache", extra_k_cache, extra_page_size, "extra_page_size")
+        x_u8, extra_page_size = byte_cache_arg("extra_k_cache", extra_k_cache, extra_page_size, "extra_page_size")
         check_tensor("extra_indices_in_kvcache", extra_indices_in_kvcache, dtypes=INDEX_DTYPES, shape=(b, s_q, None),
                      device=q.device)
         sources.append((x_u8, extra_page_size, extra_indices_in_kvcache, extra_topk_length))
