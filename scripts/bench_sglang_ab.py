@@ -21,10 +21,9 @@ same C4 top-k (random picks written where SGLang's indexer writes them).
   replay.
 
 Heads 8 and 16 are a tensor-parallel rank's: the query is zero-padded to 64
-for both backends, as the DSv4 model hands it over. There ours runs twice:
-``ours`` with ``SGLANG_DSV4_SPARSE_KERNELS=auto`` and ``ours_fm`` with it set
-to ``flashmla`` (the padded query through FlashMLA), which measures the
-dispatch rule. Rows run SGLang, then ours, back to back. Imports the test-only stand-ins from ``tests/sglang``.
+for both backends, as the DSv4 model hands it over. There extends also run
+``ours_fold``: C128 layers through the folded route
+(``SGLANG_DSV4_SPARSE_C128_FOLD=1``, core/fold.py), for its measurement. Rows run SGLang, then ours, back to back. Imports the test-only stand-ins from ``tests/sglang``.
 """
 
 from __future__ import annotations
@@ -204,31 +203,38 @@ def _factories():
 
     from sglang_dsv4_sparse.sglang_backend import backend_class
 
-    return {"sglang": DeepseekV4AttnBackend, "ours": backend_class(), "ours_fm": backend_class()}
+    return {"sglang": DeepseekV4AttnBackend, **{name: backend_class() for name in ("ours", *VARIANTS)}}
 
 
-def _names_for(names, heads):
-    """``ours_fm`` (FlashMLA on the padded query) only differs from ``ours`` below 64 heads."""
-    return [n for n in names if n != "ours_fm" or heads < KERNEL_WIDTH]
+# Our backend run again under other settings, below 64 heads only (where they differ from ``ours``):
+# ``ours_fm`` FlashMLA forced on the padded query (what an earlier run compared ``auto`` with), and
+# ``ours_fold`` C128 layers through the folded route (core/fold.py), on extends.
+VARIANTS = {
+    "ours_fm": {"SGLANG_DSV4_SPARSE_KERNELS": "flashmla"},
+    "ours_fold": {"SGLANG_DSV4_SPARSE_C128_FOLD": "1"},
+}
 
 
-class _kernels:
-    """``SGLANG_DSV4_SPARSE_KERNELS=flashmla`` while ``ours_fm`` runs (read per call by the dispatch)."""
+def _names_for(names, heads, kind):
+    return [n for n in names if n not in VARIANTS or (heads < KERNEL_WIDTH and (n != "ours_fold" or kind == "extend"))]
+
+
+class _variant_env:
+    """The environment of a variant while it is built and runs."""
 
     def __init__(self, name):
-        self.force = name == "ours_fm"
+        self.env = VARIANTS.get(name, {})
 
     def __enter__(self):
-        self.saved = os.environ.get("SGLANG_DSV4_SPARSE_KERNELS")
-        if self.force:
-            os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = "flashmla"
+        self.saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
 
     def __exit__(self, *exc):
-        if self.force:
-            if self.saved is None:
-                del os.environ["SGLANG_DSV4_SPARSE_KERNELS"]
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
             else:
-                os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = self.saved
+                os.environ[key] = value
 
 
 def _write_c4(backend, raw, ids):
@@ -294,8 +300,10 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
                 layer(i)
 
         step()  # compile, autotune, allocate
-        if name == "ours" and backend._dsv4_step is None:
+        if name != "sglang" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the step to SGLang")
+        if name == "ours_fold" and not backend._dsv4_step.c128_folds:
+            raise RuntimeError("the C128 layer did not take the folded route")
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)
         init()
@@ -382,7 +390,7 @@ def main() -> int:
     dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
     factories = _factories()
-    names = ("ours",) if args.tiny else ("sglang", "ours", "ours_fm")
+    names = ("ours", "ours_fold") if args.tiny else ("sglang", "ours", "ours_fold")
     reps = 2 if args.tiny else 5
     results = []
     total = len(heads_list) * (len(extends) + len(decodes))
@@ -391,9 +399,9 @@ def main() -> int:
         for chunk, prefix, nreq in extends:
             done += 1
             row = dict(kind="extend", heads=heads, chunk=chunk, prefix=prefix, reqs=nreq)
-            for name in _names_for(names, heads):
+            for name in _names_for(names, heads, "extend"):
                 try:
-                    with _kernels(name):
+                    with _variant_env(name):
                         row[name] = bench_extend(dep, factories[name], name, heads, [prefix] * nreq, [chunk] * nreq, reps)
                 except Exception as exc:
                     traceback.print_exc()
@@ -404,9 +412,9 @@ def main() -> int:
         for bs, ctx in decodes:
             done += 1
             row = dict(kind="decode", heads=heads, bs=bs, ctx=ctx)
-            for name in _names_for(names, heads):
+            for name in _names_for(names, heads, "decode"):
                 try:
-                    with _kernels(name):
+                    with _variant_env(name):
                         row[name] = bench_decode_graph(dep, factories[name], name, heads, bs, ctx, reps)
                 except Exception as exc:
                     traceback.print_exc()
@@ -435,20 +443,28 @@ def _tables(rows, skip_failed=False):
     """The extend and the decode table (header row first) of a run's rows; ``skip_failed`` leaves out
     extend rows that failed for both backends."""
     ext_cols = ["meta", "c0", "c4", "c128", "step"]
-    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio", "fm step", "fm ratio"]]
+    # A variant's columns appear where the run measured it.
+    fm = any("ours_fm" in r for r in rows)
+    fold = any("ours_fold" in r for r in rows if r["kind"] == "extend")
+    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"] + (["fm step", "fm ratio"] if fm else [])
+              + (["fold c128", "fold ratio"] if fold else [])]
     for r in rows:
         if r["kind"] != "extend" or (skip_failed and _failed_both(r)):
             continue
-        cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]]
-        cells += [_pair(r, c) for c in ext_cols] + [_ratio(r, "step"), _one(r, "ours_fm", "step"),
-                                                     _ratio(r, "step", "ours_fm")]
+        cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]] + [_pair(r, c) for c in ext_cols] + [_ratio(r, "step")]
+        if fm:
+            cells += [_one(r, "ours_fm", "step"), _ratio(r, "step", "ours_fm")]
+        if fold:
+            cells += [_one(r, "ours_fold", "c128"), _ratio(r, "step", "ours_fold")]
         extend.append(cells)
-    decode = [["heads", "bs", "ctx", "step", "ratio", "fm step", "fm ratio"]]
+    decode = [["heads", "bs", "ctx", "step", "ratio"] + (["fm step", "fm ratio"] if fm else [])]
     for r in rows:
         if r["kind"] != "decode":
             continue
-        decode.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step"), _one(r, "ours_fm", "step"),
-                       _ratio(r, "step", "ours_fm")])
+        cells = [r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")]
+        if fm:
+            cells += [_one(r, "ours_fm", "step"), _ratio(r, "step", "ours_fm")]
+        decode.append(cells)
     return extend, decode
 
 
@@ -474,7 +490,7 @@ def print_tables(meta, rows, markdown=False):
         return
     header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
     lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
-             " fm = ours with FlashMLA on the padded query"]
+             " fm = ours with FlashMLA on the padded query, fold = ours with folded C128 layers"]
     lines += _render(extend, markdown)
     lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
     lines += _render(decode, markdown)
@@ -497,15 +513,23 @@ def _findings(rows):
     is_narrow = {r["heads"] for r in rows if r["heads"] < 64}
     is_wide = {r["heads"] for r in rows if r["heads"] >= 64}
     lines = []
+    # Runs with an ``ours_fm`` column predate ``auto``'s FlashMLA choice at fewer than 64 heads: there
+    # ``ours`` ran native-head Triton below 64 heads and ``ours_fm`` is what ``auto`` runs now.
+    old_auto = any("ours_fm" in r for r in rows)
+    narrow_ours = "native-head Triton (`ours`)" if old_auto else "FlashMLA on the padded query (`ours`, auto)"
     for kind, what in (("decode", "Decode step"), ("extend", "Extend step")):
         parts = [(span(kind, is_wide, "ours"), f"at {wide} heads (FlashMLA in both)"),
                  (span(kind, is_narrow, "ours_fm"), f"at {narrow} heads with FlashMLA on the padded query (`fm`)"),
-                 (span(kind, is_narrow, "ours"), f"at {narrow} heads with native-head Triton (`ours`)")]
+                 (span(kind, is_narrow, "ours"), f"at {narrow} heads with {narrow_ours}"),
+                 (span(kind, is_narrow, "ours_fold"), f"at {narrow} heads with folded C128 layers (`fold`)")]
         parts = [f"{value} {where}" for value, where in parts if value != "-"]
         if parts:
             lines.append(f"- {what}, ours / SGLang: " + "; ".join(parts) + ".")
-    # What runs now: FlashMLA at every head count (ours at 64+, ours_fm below).
-    now = [(r, "ours_fm" if r["heads"] < 64 else "ours") for r in rows if r["kind"] == "extend"]
+    if span("extend", is_narrow, "ours_fold", "c128") != "-":
+        lines.append(f"- Extend C128 layer at {narrow} heads, folded route / SGLang's: "
+                     f"{span('extend', is_narrow, 'ours_fold', 'c128')}.")
+    # What runs now: FlashMLA at every head count.
+    now = [(r, "ours_fm" if r["heads"] < 64 and old_auto else "ours") for r in rows if r["kind"] == "extend"]
     meta = [r[n]["meta"] - r["sglang"]["meta"] for r, n in now if ok(r, n, "meta")]
     if meta:
         longer = sum(d > 0 for d in meta)

@@ -65,13 +65,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
 from . import dispatch
 from . import layout as L
+from .core.fold import FOLD_WIDTH, C128Fold, build_c128_fold, prefill_c128_folded
 from .core.forward import Workspace, decode_layer, prefill_layer
 from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
@@ -81,6 +82,9 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_SGLANG_VERSIONS = ("0.5.23",)
 SWITCH_ENV = "SGLANG_DSV4_SPARSE"
+# Opt-in until measured on a GPU (docs/design-notes.md): C128 layers of fewer
+# than 64 heads take the folded route (core/fold.py) on sparse prefill.
+C128_FOLD_ENV = "SGLANG_DSV4_SPARSE_C128_FOLD"
 BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
@@ -247,6 +251,7 @@ class StepState:
     plan: Union[PrefillPlan, PagedPlan]
     num_tokens: int
     in_graph: bool = False  # built while a CUDA graph was being captured
+    c128_folds: Dict[int, C128Fold] = field(default_factory=dict)  # per head count, built by the first C128 layer
 
 
 def _int_list(values) -> list:
@@ -270,6 +275,7 @@ class _SparseBackendMixin:
         self._dsv4_step: Optional[StepState] = None
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
+        self._dsv4_c128_fold = env_flag(C128_FOLD_ENV, False)
 
     # ---- what falls back: one check per step, one per layer ----------------
 
@@ -575,10 +581,18 @@ class _SparseBackendMixin:
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels the real heads only (dispatch.heads_to_run).
         heads = self._kernel_heads(layer, q, paged_decode=step.route != ROUTE_SPARSE_PREFILL)
+        folded = self._folds_c128(step, layer, q, compress_ratio)
+        if folded:
+            heads = int(layer.tp_q_head_num)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
         topk, topk_lengths = self._c4_topk(step) if compress_ratio == 4 else (None, None)
-        if step.route == ROUTE_SPARSE_PREFILL:
+        if folded:
+            fold = step.c128_folds.get(heads)
+            if fold is None:
+                fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
+            out = prefill_c128_folded(step.plan, self._dsv4_workspace, q_run, swa_cache, compressed_cache, sink, fold)
+        elif step.route == ROUTE_SPARSE_PREFILL:
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
                                 compressed_cache, topk, sink)
         else:
@@ -590,6 +604,13 @@ class _SparseBackendMixin:
         full[:, :heads] = out
         full[:, heads:].zero_()
         return full
+
+    def _folds_c128(self, step: StepState, layer, q: torch.Tensor, compress_ratio: int) -> bool:
+        """Whether this layer takes the folded C128 route: opted in, sparse prefill, fewer real heads than a group's width."""
+        if not (self._dsv4_c128_fold and compress_ratio == 128 and step.route == ROUTE_SPARSE_PREFILL):
+            return False
+        real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
+        return real < FOLD_WIDTH and real <= q.shape[1]
 
     def _c4_topk(self, step: StepState) -> tuple:
         """This C4 layer's top-k, read from the fields SGLang's own attention reads on the same route.

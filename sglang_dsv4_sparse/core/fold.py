@@ -11,8 +11,8 @@ runs per query at ``h`` heads: the window, and the one compressed row a query
 just past a multiple of 128 gains (``g <= 64 < 128``, so at most one). The two
 partial results merge by log-sum-exp; the sink is applied once, at the end.
 
-Issue 16 describes the route; it is not wired into ``prefill_layer`` or the
-SGLang backend yet: that waits for its measurement on the GPU
+Issue 16 describes the route. Until it is measured on a GPU the SGLang
+backend takes it only with ``SGLANG_DSV4_SPARSE_C128_FOLD=1``
 (docs/design-notes.md).
 """
 

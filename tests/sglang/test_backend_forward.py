@@ -117,3 +117,14 @@ def test_save_kv_cache_keeps_sglangs_cache_write(dsv4_env, gen, monkeypatch):
     env.backend.forward(q=q, k=q, v=q, layer=env.layer(0), forward_batch=fb, compress_ratio=0,
                         attn_sink=torch.zeros(2, device=env.device), save_kv_cache=True)
     assert len(writes) == 1 and writes[0][0] == 0 and writes[0][1] is q and writes[0][2] is fb
+
+
+def test_folded_c128_route_opt_in_matches_reference(dsv4_env, helpers, gen, monkeypatch):
+    # SGLANG_DSV4_SPARSE_C128_FOLD=1: C128 layers of a 2-head rank (query padded to 64) fold 32 queries a group.
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_C128_FOLD", "1")
+    env = dsv4_env(heads=2)
+    assert env.backend._dsv4_c128_fold
+    fb = env.batch("EXTEND", rows=[1, 0], prefix=[5, 250], ext=[40, 20])
+    step, errors = _run_step(env, helpers, fb, gen, padded_heads=64)
+    assert step.route == "sparse_prefill" and list(step.c128_folds) == [2]
+    assert all(err < TOLERANCE for _, err in errors), errors
