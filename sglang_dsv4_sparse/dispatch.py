@@ -59,13 +59,6 @@ def flashmla_use_legacy(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] == 9
 
 
-# Up to this many heads ``auto`` runs native-head Triton even where FlashMLA runs:
-# none, since FlashMLA on the padded query measured faster inside SGLang's step
-# at 8 and 16 heads (see the module docstring).
-NATIVE_DECODE_MAX_HEADS = 0
-NATIVE_PREFILL_MAX_HEADS = 0
-
-
 def flashmla_padded_heads(num_heads: int) -> Optional[int]:
     """The FlashMLA head count ``num_heads`` is zero-padded to (None past 128)."""
     return next((h for h in FLASHMLA_HEADS if h >= num_heads), None)
@@ -89,38 +82,14 @@ def use_flashmla(device: torch.device, num_heads: int) -> bool:
     return usable and padded is not None
 
 
-def native_decode_wins(num_heads: int) -> bool:
-    """Under ``auto``, a paged decode of this few heads runs faster on Triton at its native head count."""
-    return requested_kernels() == "auto" and num_heads <= NATIVE_DECODE_MAX_HEADS
-
-
-def native_prefill_wins(num_heads: int) -> bool:
-    """Under ``auto``, a sparse prefill of this few heads runs faster on Triton at its native head count."""
-    return requested_kernels() == "auto" and num_heads <= NATIVE_PREFILL_MAX_HEADS
-
-
-def prefill_uses_flashmla(device: torch.device, num_heads: int) -> bool:
-    """Whether a sparse prefill with ``num_heads`` heads goes to FlashMLA."""
-    return use_flashmla(device, num_heads) and not native_prefill_wins(num_heads)
-
-
-def decode_uses_flashmla(device: torch.device, num_heads: int) -> bool:
-    """Whether a paged decode with ``num_heads`` heads goes to FlashMLA."""
-    return use_flashmla(device, num_heads) and not native_decode_wins(num_heads)
-
-
-def heads_to_run(real_heads: int, available_heads: int, device: torch.device, paged_decode: bool = False) -> int:
+def heads_to_run(real_heads: int, available_heads: int, device: torch.device) -> int:
     """How many of a (possibly zero-padded) query's heads to hand the kernels.
 
     SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
     query goes as it is (no copy), and the Triton kernels get the real heads only.
-    ``paged_decode`` marks a paged decode; otherwise a sparse prefill.  The
-    choice depends on head counts only, so it is the same at CUDA-graph capture
-    and replay.
+    The choice depends on head counts only, so it is the same at CUDA-graph
+    capture and replay.
     """
-    native_wins = native_decode_wins if paged_decode else native_prefill_wins
-    if native_wins(real_heads):
-        return real_heads
     if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
         return available_heads
     return real_heads
@@ -181,7 +150,7 @@ def sparse_prefill_attention_lse(
     sm_scale: float = L.SOFTMAX_SCALE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_prefill_attention` and each head's natural-log lse (``+inf`` for a row with no key)."""
-    if prefill_uses_flashmla(q.device, q.shape[1]):
+    if use_flashmla(q.device, q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
         q_run, sink_run = _pad_heads(q, attn_sink, 1)
@@ -214,7 +183,7 @@ def paged_decode_attention(
     ``sched_meta`` is FlashMLA's scheduler metadata, shared by every layer that
     has the same shapes and lengths (one per compress ratio per step).
     """
-    if decode_uses_flashmla(q.device, q.shape[2]):
+    if use_flashmla(q.device, q.shape[2]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
         main = L.flashmla_cache_view(k_cache, page_size)

@@ -580,7 +580,7 @@ class _SparseBackendMixin:
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels the real heads only (dispatch.heads_to_run).
-        heads = self._kernel_heads(layer, q, paged_decode=step.route != ROUTE_SPARSE_PREFILL)
+        heads = self._kernel_heads(layer, q)
         folded = self._folds_c128(step, layer, q, compress_ratio)
         if folded:
             heads = int(layer.tp_q_head_num)
@@ -627,11 +627,11 @@ class _SparseBackendMixin:
             return core.c4_sparse_raw_indices[:rows], None
         return core.c4_sparse_page_indices[:rows], core.c4_sparse_topk_lengths[:rows]
 
-    def _kernel_heads(self, layer, q: torch.Tensor, paged_decode: bool = False) -> int:
+    def _kernel_heads(self, layer, q: torch.Tensor) -> int:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
         if real >= q.shape[1]:
             return q.shape[1]
-        return dispatch.heads_to_run(real, q.shape[1], q.device, paged_decode)
+        return dispatch.heads_to_run(real, q.shape[1], q.device)
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:

@@ -40,17 +40,16 @@ def test_auto_runs_flashmla_at_every_head_count_it_takes(monkeypatch):
     # Where FlashMLA runs, auto sends every head count it takes there, zero-padded
     # (FlashMLA on the padded query measured faster inside SGLang's step).
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
-    monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: heads <= 128)
-    dev = torch.device("cpu")
-    for heads in (8, 16, 17, 64):
-        assert dispatch.decode_uses_flashmla(dev, heads)
-        assert dispatch.prefill_uses_flashmla(dev, heads)
-    assert dispatch.heads_to_run(16, 64, dev, paged_decode=True) == 64
+    monkeypatch.setattr(dispatch, "flashmla_status", lambda index=0: (True, "SM90 with flash_mla (test)"))
+    dev = torch.device("cuda", 0)
+    for heads in (8, 16, 17, 64, 128):
+        assert dispatch.use_flashmla(dev, heads)
+    assert dispatch.heads_to_run(16, 64, dev) == 64
     assert dispatch.heads_to_run(8, 64, dev) == 64
     # Past 128 heads FlashMLA cannot run: Triton at the real count.
-    assert not dispatch.decode_uses_flashmla(dev, 129)
+    assert not dispatch.use_flashmla(dev, 129)
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "triton")
-    monkeypatch.setattr(dispatch, "use_flashmla", lambda device, heads: False)
+    assert not dispatch.use_flashmla(dev, 16)
     assert dispatch.heads_to_run(16, 64, dev) == 16
 
 
