@@ -161,6 +161,70 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, sm_scale: 
     return out, max_logits, lse
 
 
+def merge_partials_reference(out_a, lse_a, out_b, lse_b, attn_sink=None):
+    """Two partial attentions of the same queries over disjoint keys merged by log-sum-exp, then the sink.
+
+    Partials are ``(out [s, h, d], lse [s, h])`` with +inf (FlashMLA's marker)
+    for an empty one. Returns fp32 ``(out, lse)`` in the same convention.
+    """
+    la = torch.where(lse_a == float("inf"), float("-inf"), lse_a.double())
+    lb = torch.where(lse_b == float("inf"), float("-inf"), lse_b.double())
+    lse = torch.logaddexp(la, lb)
+    empty = torch.isneginf(lse)
+    safe = torch.where(empty, 0.0, lse)
+    wa = torch.where(empty, 0.0, torch.exp(la - safe))[..., None]
+    wb = torch.where(empty, 0.0, torch.exp(lb - safe))[..., None]
+    out = out_a.double() * wa + out_b.double() * wb
+    if attn_sink is not None:
+        out = out / (1 + torch.exp(attn_sink.double()[None, :] - lse))[..., None]
+    return out.float(), torch.where(empty, float("inf"), lse).float()
+
+
+def shared_rows_attention_reference(
+    q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window, compress_ratio=0,
+    compressed_base=None, attn_sink=None, skip_rows=None, prior=None, sm_scale: float = L.SOFTMAX_SCALE,
+):
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.sparse_attn.shared_rows_attention`.
+
+    Query ``t`` (request ``r``, position ``p`` clamped to the request's last
+    token) reads workspace rows ``compressed_base[r] + j`` for ``skip <= j <
+    (p + 1) // compress_ratio`` (``skip``: its tile's ``skip_rows`` entry, tiles
+    of ``64 // h`` queries) and ``swa_base[r] + x - (seq_len - gather_len)``
+    for window positions ``x`` in ``[max(p - window + 1, seq_len - gather_len, 0), p]``;
+    rows outside ``kv`` and requests outside ``seq_lens`` read nothing.
+    Returns fp32 ``(out, lse)``, merged with ``prior`` and the sink applied once.
+    """
+    num_tokens, heads, _ = q.shape
+    queries = max(1, 64 // heads)
+    s_kv = kv.shape[0]
+    rows = []
+    for t in range(num_tokens):
+        r = int(req_of_token[t])
+        ids = []
+        if 0 <= r < seq_lens.shape[0]:
+            seq_len = int(seq_lens[r])
+            p = min(int(query_pos[t]), seq_len - 1)
+            gather_start = seq_len - int(gather_lens[r])
+            if compress_ratio:
+                skip = max(int(skip_rows[t // queries]), 0) if skip_rows is not None else 0
+                ids += [int(compressed_base[r]) + j for j in range(skip, (p + 1) // compress_ratio)]
+            first = max(p - window + 1, gather_start, 0)
+            ids += [int(swa_base[r]) + x - gather_start for x in range(first, p + 1)]
+        rows.append([i for i in ids if 0 <= i < s_kv])
+    width = max([len(x) for x in rows] + [1])
+    indices = torch.full((num_tokens, 1, width), -1, dtype=torch.int64)
+    for t, ids in enumerate(rows):
+        indices[t, 0, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    out, _, lse = sparse_attention_reference(q.cpu(), kv.cpu(), indices, sm_scale)
+    if prior is not None:
+        n = prior[0].shape[0]
+        merged, merged_lse = merge_partials_reference(prior[0].cpu().float(), prior[1].cpu(), out[:n], lse[:n])
+        out, lse = torch.cat([merged, out[n:]]), torch.cat([merged_lse, lse[n:]])
+    if attn_sink is not None:
+        out, lse = merge_partials_reference(out, lse, torch.zeros_like(out), torch.full_like(lse, float("inf")), attn_sink.cpu())
+    return out, lse
+
+
 def paged_rows_and_indices(
     k_cache: torch.Tensor, indices: torch.Tensor, page_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,13 +7,15 @@ reads; MQA shares the index list across heads, so to the attention kernel the
 group is one query of ``g * h`` heads over those shared rows: FlashMLA runs it
 at its full width of 64 heads with no zero padding, and each key row is read
 once per group instead of once per query. What not every query of a group sees
-runs per query at ``h`` heads: the window, and the one compressed row a query
-just past a multiple of 128 gains (``g <= 64 < 128``, so at most one). The two
-partial results merge by log-sum-exp; the sink is applied once, at the end.
+(the window, and the one compressed row a query just past a multiple of 128
+gains) runs through the shared-row kernel (``kernels/sparse_attn/shared_rows.py``),
+whose tiles are the same groups: it skips the shared rows, starts from the
+shared pass's partial result and applies the sink once, at the end.
 
-Issue 16 describes the route. Until it is measured on a GPU the SGLang
-backend takes it only with ``SGLANG_DSV4_SPARSE_C128_FOLD=1``
-(docs/design-notes.md).
+Groups are fixed runs of ``g`` token rows of the step, so the shared pass reads
+``q`` as it lies (``[T, h, 512]`` viewed as ``[T / g, g * h, 512]``); a group
+that holds two requests' queries, or the last, partial one, shares nothing and
+its queries read everything in the second pass.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import Optional
 import torch
 
 from ..dispatch import sparse_prefill_attention_lse
-from ..kernels.indices import combine_topk_swa_indices, combined_index_width
+from ..kernels.indices import combined_index_width
+from ..kernels.sparse_attn.shared_rows import queries_per_tile, shared_rows_attention
 from .plan import PrefillPlan
 
 # FlashMLA's narrower head count on SM90; a group fills it.
@@ -33,100 +36,64 @@ FOLD_WIDTH = 64
 
 @dataclass
 class C128Fold:
-    """Which queries form each group, and the index rows of both passes (built once per step)."""
+    """The groups' shared compressed rows, as index rows for the shared pass (built once per step and head count)."""
 
     group_size: int  # g queries a group
-    rows: torch.Tensor  # (G, g) int64 query row of each slot, -1 for a slot past its request's queries
-    group_of_token: torch.Tensor  # (T,) int64
-    slot_of_token: torch.Tensor  # (T,) int64
-    shared_indices: torch.Tensor  # (G, W) int32 workspace rows every query of the group reads, -1 after
-    shared_lens: torch.Tensor  # (G,) int32
-    own_indices: torch.Tensor  # (T, W') int32 the rest of each query's rows: its extra compressed row and window
-    own_lens: torch.Tensor  # (T,) int32
+    folded_tokens: int  # g * (T // g): the token rows the shared pass covers
+    shared_indices: torch.Tensor  # (T // g, W) int32 workspace rows every query of the group reads, -1 after
+    shared_lens: torch.Tensor  # (T // g,) int32
+    skip_rows: torch.Tensor  # (cdiv(T, g),) int32 the same counts per shared-row tile (0 for the partial one)
 
 
 def fold_group_size(heads: int) -> int:
     """Queries a group holds at ``heads`` heads: ``64 // heads`` (1 at 64 heads and more: nothing to fold)."""
-    return max(1, FOLD_WIDTH // heads)
+    return queries_per_tile(heads)
 
 
 def build_c128_fold(plan: PrefillPlan, heads: int) -> C128Fold:
-    """Group each request's queries ``g`` at a time and build both passes' index rows; no host sync."""
+    """Group the step's token rows ``g`` at a time and index each group's shared rows; no host sync."""
     if 128 not in plan.compressed:
         raise ValueError("the plan has no C128 rows (its StepInputs had no compressed_page_tables[128])")
     g = fold_group_size(heads)
     rows = plan.compressed[128]
     device = plan.query_pos.device
-    num_tokens, num_reqs = plan.num_tokens, plan.num_reqs
-    qsl = plan.query_start_loc.to(torch.int64)
+    groups = plan.num_tokens // g
+    first = torch.arange(groups, device=device) * g
     req = plan.req_of_token
-    rank = torch.arange(num_tokens, device=device) - qsl[req]
-    ext = qsl[1:] - qsl[:-1]
-    groups_per_req = torch.div(ext + g - 1, g, rounding_mode="floor")
-    first_group = torch.cumsum(groups_per_req, 0) - groups_per_req
-    # At most one partial group a request: a bound the host knows, so nothing syncs.
-    num_groups = -(-num_tokens // g) + num_reqs
-    group_of_token = first_group[req] + torch.div(rank, g, rounding_mode="floor")
-    slot_of_token = rank % g
-    members = torch.full((num_groups, g), -1, dtype=torch.int64, device=device)
-    members[group_of_token, slot_of_token] = torch.arange(num_tokens, device=device)
-
+    one_request = req[first] == req[first + (g - 1)]  # a request's queries are consecutive
+    lead_req = req[first]
     # The first query of a group has the smallest position: its rows are the shared ones.
-    lead = members[:, 0]
-    has_lead = lead >= 0
-    lead_row = lead.clamp_min(0)
-    visible = torch.div(plan.query_pos.to(torch.int64) + 1, 128, rounding_mode="floor")
-    shared = torch.where(has_lead, visible[lead_row], 0)
-    base = rows.base.to(torch.int64)[req[lead_row]]
+    visible = torch.div(plan.query_pos[first].to(torch.int64) + 1, 128, rounding_mode="floor")
+    visible = torch.minimum(visible.clamp_min(0), rows.rows_per_req.to(torch.int64)[lead_req])
+    shared = torch.where(one_request, visible, 0)
     width = combined_index_width(rows.max_rows, 0)
     cols = torch.arange(width, device=device)
+    base = rows.base.to(torch.int64)[lead_req]
     shared_indices = torch.where(cols[None, :] < shared[:, None], base[:, None] + cols[None, :], -1)
-
-    # Per query: the compressed row it sees beyond its group's shared ones (request-local), and its window.
-    extra = shared[group_of_token]
-    extra_pick = torch.where(visible > extra, extra, -1)[:, None].to(torch.int32)
-    own_indices, own_lens = combine_topk_swa_indices(
-        extra_pick, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens,
-        rows.base, rows.swa_base, plan.window, 128, 1,
-    )
+    skip_rows = torch.zeros(-(-plan.num_tokens // g), dtype=torch.int32, device=device)
+    skip_rows[:groups] = shared.to(torch.int32)
     return C128Fold(
-        group_size=g, rows=members, group_of_token=group_of_token, slot_of_token=slot_of_token,
-        shared_indices=shared_indices.to(torch.int32), shared_lens=shared.to(torch.int32),
-        own_indices=own_indices, own_lens=own_lens,
+        group_size=g, folded_tokens=groups * g, shared_indices=shared_indices.to(torch.int32),
+        shared_lens=shared.to(torch.int32), skip_rows=skip_rows,
     )
-
-
-def _as_log_weight(lse: torch.Tensor) -> torch.Tensor:
-    """An empty row's ``+inf`` marker as ``-inf``: it adds nothing to a log-sum-exp merge."""
-    return torch.where(lse == float("inf"), float("-inf"), lse)
 
 
 def c128_folded_attention(
-    fold: C128Fold, q: torch.Tensor, kv: torch.Tensor, attn_sink: Optional[torch.Tensor]
+    plan: PrefillPlan, fold: C128Fold, q: torch.Tensor, kv: torch.Tensor, attn_sink: Optional[torch.Tensor]
 ) -> torch.Tensor:
     """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``."""
     num_tokens, heads, dim = q.shape
-    g = fold.group_size
-    slot_ok = fold.rows >= 0
-    q_groups = q[fold.rows.clamp_min(0)] * slot_ok[:, :, None, None].to(q.dtype)
-    out_shared, lse_shared = sparse_prefill_attention_lse(
-        q_groups.reshape(-1, g * heads, dim), kv, fold.shared_indices[:, None, :], fold.shared_lens
-    )
-    pick = (fold.group_of_token, fold.slot_of_token)
-    out_shared = out_shared.view(-1, g, heads, dim)[pick].float()
-    lse_shared = _as_log_weight(lse_shared.view(-1, g, heads)[pick].float())
-    out_own, lse_own = sparse_prefill_attention_lse(q, kv, fold.own_indices[:, None, :], fold.own_lens)
-    lse_own = _as_log_weight(lse_own.float())
-    lse = torch.logaddexp(lse_shared, lse_own)
-    empty = lse == float("-inf")
-    safe = torch.where(empty, 0.0, lse)
-    weight_shared = torch.where(empty, 0.0, torch.exp(lse_shared - safe))
-    weight_own = torch.where(empty, 0.0, torch.exp(lse_own - safe))
-    out = out_shared * weight_shared[..., None] + out_own.float() * weight_own[..., None]
-    if attn_sink is not None:
-        # The sink is one more logit in the softmax with a zero value row: it only rescales.
-        out = out * torch.sigmoid(lse - attn_sink.float()[None, :])[..., None]
-    return out.to(q.dtype)
+    g, folded = fold.group_size, fold.folded_tokens
+    prior = None
+    if folded:
+        wide = q[:folded].reshape(folded // g, g * heads, dim)
+        out_shared, lse_shared = sparse_prefill_attention_lse(wide, kv, fold.shared_indices[:, None, :], fold.shared_lens)
+        prior = (out_shared.reshape(folded, heads, dim), lse_shared.reshape(folded, heads).contiguous())
+    rows = plan.compressed[128]
+    return shared_rows_attention(
+        q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, rows.swa_base, plan.window,
+        128, rows.base, attn_sink, skip_rows=fold.skip_rows, prior=prior,
+    )[0]
 
 
 def prefill_c128_folded(
@@ -144,7 +111,9 @@ def prefill_c128_folded(
     _check_layer(q, swa_cache, 128, compressed_cache, None, plan.num_tokens, attn_sink)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
+    if q.shape[1] > FOLD_WIDTH:
+        raise ValueError(f"the folded C128 route takes 1..{FOLD_WIDTH} heads, got q with {q.shape[1]}")
     fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
     rows = plan.compressed[128]
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
-    return c128_folded_attention(fold, q, kv, attn_sink)
+    return c128_folded_attention(plan, fold, q, kv, attn_sink)

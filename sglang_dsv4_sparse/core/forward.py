@@ -16,11 +16,13 @@ from typing import Optional
 import torch
 
 from .. import layout as L
-from ..dispatch import paged_decode_attention, sparse_prefill_attention
+from ..dispatch import paged_decode_attention, sparse_prefill_attention, sparse_prefill_attention_lse
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
+from ..kernels.sparse_attn.shared_rows import shared_rows_attention
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
+from .fold import build_c128_fold, c128_folded_attention
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
@@ -91,6 +93,20 @@ def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
     L.as_byte_cache(cache, page_size, name)
 
 
+# How a layer's keys reach the attention on the sparse prefill route, by compress ratio:
+# "index": one combined index row per query over the staged rows (FlashMLA's
+#   flash_mla_sparse_fwd, or its Triton twin);
+# "shared": the shared-row kernel reads the window (and the C128 prefix) once per
+#   tile of 64 // h neighbouring queries (kernels/sparse_attn/shared_rows.py);
+# "split" (C4): the top-k through index rows, the window through the shared-row
+#   kernel, merged there;
+# "folded" (C128): the rows a group of queries shares through FlashMLA at full
+#   width, the rest through the shared-row kernel (core/fold.py).
+PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split"), 128: ("index", "shared", "folded")}
+# The shared-row kernel's q block: tiles of queries x heads up to 64 rows.
+SHARED_ROW_MAX_HEADS = 64
+
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -101,11 +117,16 @@ def prefill_layer(
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
     c4_rows: str = "auto",
+    route: str = "index",
+    fold=None,
 ) -> torch.Tensor:
     """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
     ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
-    readable rows to top-k picks).
+    readable rows to top-k picks).  ``route``: one of ``PREFILL_ROUTES[compress_ratio]``
+    (every route but ``"index"`` takes at most 64 heads); ``fold``: the
+    step's :class:`~sglang_dsv4_sparse.core.fold.C128Fold` for the ``"folded"``
+    route (built here when not given).
 
     A top-k entry outside its request's compressed rows (other than -1) and
     ids the plan could not map are holes; with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
@@ -115,6 +136,10 @@ def prefill_layer(
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
+    if route not in PREFILL_ROUTES[compress_ratio]:
+        raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
+    if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:
+        raise ValueError(f"route={route!r} takes at most {SHARED_ROW_MAX_HEADS} heads, got q with {q.shape[1]}")
     sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
     _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
     if plan.num_tokens == 0:
@@ -123,13 +148,20 @@ def prefill_layer(
         check_prefill_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices)
     if compress_ratio == 0:
         kv = _stage_rows(plan, workspace, swa_cache)
+        if route == "shared":
+            return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink)
         return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
-        return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows)
+        return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows,
+                           split=route == "split")
 
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
+    if route == "shared":
+        return _shared_rows(plan, q, kv, rows.swa_base, attn_sink, rows)
+    if route == "folded":
+        return c128_folded_attention(plan, fold if fold is not None else build_c128_fold(plan, q.shape[1]), q, kv, attn_sink)
     if len(plan.c128_tiles) == 1:
         return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink)
     out = torch.empty_like(q)
@@ -151,7 +183,16 @@ def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_id
     return kv
 
 
-def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
+def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None):
+    """The shared-row kernel over the staged rows: the window, and with ``rows`` the C128 prefix."""
+    ratio, base = (128, rows.base) if rows is not None else (0, None)
+    return shared_rows_attention(
+        q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, swa_base, plan.window,
+        ratio, base, attn_sink, prior=prior,
+    )[0]
+
+
+def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, split=False):
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
         c4_rows = choose_c4_rows(rows.total, num_tokens, k)
@@ -162,11 +203,16 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
         compressed_lens = None  # remapped picks are -1 or slots of the compacted rows
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
+    # The split route's index rows hold the top-k only; its window goes through the shared-row kernel.
+    window = 0 if split else plan.window
     indices, lens = combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
-        plan.window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
+        window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
-    return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
+    if not split:
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
+    out_topk, lse_topk = sparse_prefill_attention_lse(q, kv, indices[:, None, :], lens)
+    return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()))
 
 
 def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):

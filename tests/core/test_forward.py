@@ -1,9 +1,10 @@
-"""Per-layer forward: both ways of laying out a C4 layer's compressed rows."""
+"""Per-layer forward: both ways of laying out a C4 layer's compressed rows, and every route
+of every layer kind against the dense reference."""
 
 import pytest
 import torch
 
-from sglang_dsv4_sparse.core.forward import Workspace, choose_c4_rows, prefill_layer
+from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, choose_c4_rows, prefill_layer
 from sglang_dsv4_sparse.core.plan import build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
 from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, deterministic_topk, layer_q
@@ -39,3 +40,35 @@ def test_bad_c4_rows_is_rejected_on_any_layer(device):
     q = layer_q(stack, 0, torch.arange(20, device=stack.device))
     with pytest.raises(ValueError, match="c4_rows"):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, c4_rows="some")
+
+
+@pytest.mark.parametrize("ratio, route", [(r, route) for r, routes in PREFILL_ROUTES.items() for route in routes])
+@pytest.mark.parametrize("heads, start, end", [
+    (16, 256, 275),  # a chunk from a 128 boundary
+    (8, 300, 322),   # off one, across 383 -> 384 only for C4's 4-row steps
+    (3, 100, 170),   # 21 queries a tile, across position 127
+])
+def test_every_route_matches_the_reference(device, ratio, route, heads, start, end):
+    layer = {0: 0, 4: 1, 128: 2}[ratio]
+    cfg = StackConfig(ratios=(0, 4, 128), heads=heads, topk=16, prompt_len=end, decode_steps=0)
+    stack = build_stack(cfg, device)
+    inputs = _inputs(stack, start, end)
+    plan = build_prefill_plan(inputs)
+    pos = torch.arange(start, end, device=stack.device)
+    topk = deterministic_topk(stack, layer, pos) if ratio == 4 else None
+    args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer], topk,
+            stack.sinks[layer])
+    out = prefill_layer(plan, Workspace(stack.device), *args, route=route)
+    ref = layer_attention_reference(inputs, *args)
+    assert float((out.float() - ref).norm() / ref.norm()) <= 1e-2
+
+
+def test_bad_route_is_rejected(device):
+    cfg = StackConfig(ratios=(0,), heads=65, topk=8, prompt_len=20, decode_steps=0)
+    stack = build_stack(cfg, device)
+    plan = build_prefill_plan(_inputs(stack, 0, 20))
+    q = layer_q(stack, 0, torch.arange(20, device=stack.device))
+    with pytest.raises(ValueError, match="route must be one of"):
+        prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, route="folded")
+    with pytest.raises(ValueError, match="at most 64 heads"):
+        prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, route="shared")

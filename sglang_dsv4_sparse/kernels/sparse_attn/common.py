@@ -72,10 +72,18 @@ def _softmax_update(s, m_i, l_i, p_dtype: tl.constexpr):
 
 @triton.jit
 def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl.constexpr, DOT_FP32: tl.constexpr):
-    """Fold one ``[BLOCK_N, D]`` key tile into the running (max, sum, acc) of each head.
+    """:func:`masked_softmax_step` with one mask for every head: ``live [BLOCK_N]``."""
+    return masked_softmax_step(q, k, live[None, :], m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
 
-    ``m_i`` is in base-2 logit units.  ``live`` masks skipped keys (their rows
-    were loaded as zeros, so their logits are forced to -inf here).
+
+@triton.jit
+def masked_softmax_step(q, k, mask, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl.constexpr, DOT_FP32: tl.constexpr):
+    """Fold one ``[BLOCK_N, D]`` key tile into the running (max, sum, acc) of each q row.
+
+    ``m_i`` is in base-2 logit units.  ``mask`` (``[BLOCK_M, BLOCK_N]``, or
+    ``[1, BLOCK_N]`` when every row reads the same keys) marks the scores that
+    count; the others (skipped keys, loaded as zeros, or keys a row may not
+    see) are forced to -inf here.
 
     ``SPLIT_SCORES`` splits the score dot across the warpgroups. Why: Triton
     lays out a dot whose result reaches another dot (the scores feed P V) with
@@ -97,7 +105,7 @@ def _online_softmax_step(q, k, live, m_i, l_i, acc, scale_log2, SPLIT_SCORES: tl
     if DOT_FP32:
         k = k.to(tl.float32)
     s = _mma(q, tl.trans(k), None, DOT_FP32)
-    s = tl.where(live[None, :], s * scale_log2, float("-inf"))
+    s = tl.where(mask, s * scale_log2, float("-inf"))
     if SPLIT_SCORES:
         if scale_log2 == scale_log2:
             m_new, l_new, alpha, p = _softmax_update(s, m_i, l_i, k.dtype)

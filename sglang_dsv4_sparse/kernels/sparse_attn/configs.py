@@ -129,6 +129,13 @@ def prefill_configs(block_h: int) -> tuple[KernelConfig, ...]:
     return PREFILL_CONFIGS_H16 if block_h == MIN_BLOCK_H else PREFILL_CONFIGS_NARROW
 
 
+def shared_rows_configs() -> tuple[KernelConfig, ...]:
+    """The shared-row kernel's configurations (``shared_rows.py``): its 64 q rows
+    are a wide head block's, so the wide prefill list minus the hand-prefetched
+    entry, which that kernel does not implement."""
+    return tuple(cfg for cfg in PREFILL_CONFIGS_WIDE if not cfg.prefetch)
+
+
 # ---------------------------------------------------------------- decode
 
 # BLOCK_H 64 (wgmma): 8 warps for the [64, 512] fp32 accumulator, 64-key
