@@ -85,7 +85,8 @@ def c128_folded_attention(
     num_tokens, heads, dim = q.shape
     g, folded = fold.group_size, fold.folded_tokens
     prior = None
-    if folded:
+    # FlashMLA takes no index row of width 0 (a step whose requests have no compressed row yet).
+    if folded and fold.shared_indices.shape[1]:
         wide = q[:folded].reshape(folded // g, g * heads, dim)
         out_shared, lse_shared = sparse_prefill_attention_lse(wide, kv, fold.shared_indices[:, None, :], fold.shared_lens)
         prior = (out_shared.reshape(folded, heads, dim), lse_shared.reshape(folded, heads).contiguous())

@@ -107,6 +107,22 @@ PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split"), 128: ("index", 
 SHARED_ROW_MAX_HEADS = 64
 
 
+def auto_prefill_route(compress_ratio: int, heads: int) -> str:
+    """``route="auto"``: the fastest route measured for the layer kind and head count.
+
+    Below 64 heads the window-only layer runs "shared" and the C128 layer
+    "folded", both faster than FlashMLA on the zero-padded query in every case
+    of scripts/bench_prefill_routes.py (8 and 16 heads, 8k chunk at 120k and
+    32k chunk at 1M); C4 stays on "index" (its "split" route measured slower:
+    its top-k, not its window, is the traffic). At 64 heads and more FlashMLA
+    runs unpadded and "index" was fastest everywhere. Figures: BENCHMARKS.md,
+    section 5; history: docs/design-notes.md, "Shared-row prefill".
+    """
+    if heads >= SHARED_ROW_MAX_HEADS or compress_ratio == 4:
+        return "index"
+    return "shared" if compress_ratio == 0 else "folded"
+
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -117,14 +133,15 @@ def prefill_layer(
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
     c4_rows: str = "auto",
-    route: str = "index",
+    route: str = "auto",
     fold=None,
 ) -> torch.Tensor:
     """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
     ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
-    readable rows to top-k picks).  ``route``: one of ``PREFILL_ROUTES[compress_ratio]``
-    (every route but ``"index"`` takes at most 64 heads); ``fold``: the
+    readable rows to top-k picks).  ``route``: ``"auto"`` (:func:`auto_prefill_route`)
+    or one of ``PREFILL_ROUTES[compress_ratio]`` (every route but ``"index"``
+    takes at most 64 heads); ``fold``: the
     step's :class:`~sglang_dsv4_sparse.core.fold.C128Fold` for the ``"folded"``
     route (built here when not given).
 
@@ -136,6 +153,8 @@ def prefill_layer(
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
+    if route == "auto":
+        route = auto_prefill_route(compress_ratio, q.shape[1])
     if route not in PREFILL_ROUTES[compress_ratio]:
         raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
     if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:

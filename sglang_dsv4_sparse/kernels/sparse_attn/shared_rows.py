@@ -48,6 +48,8 @@ from .configs import MAX_BLOCK_H, KernelConfig, launch_with_fallback, shared_row
 _LOG2E = tl.constexpr(LOG2E)
 # q rows of one program: the tile of queries times their heads.
 BLOCK_M = MAX_BLOCK_H
+# Keys of the narrow blocks that finish a range (the smallest a tl.dot takes).
+TAIL_N = tl.constexpr(16)
 
 
 def queries_per_tile(num_heads: int) -> int:
@@ -69,6 +71,39 @@ def _seed_from_prior(prior_out_ptr, prior_lse_ptr, tok, head, has_prior, stride_
         prior_out_ptr + tok[:, None] * stride_po_s + head[:, None].to(tl.int64) * stride_po_h + d[None, :],
         mask=seeded[:, None], other=0.0,
     ).to(tl.float32)
+    return m_i, l_i, acc
+
+
+@triton.jit
+def _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s, scale_log2,
+                  BLOCK: tl.constexpr, D: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT_SCORES: tl.constexpr):
+    """Keys ``x0 .. x0 + BLOCK`` (below ``x_end``) at workspace rows ``row0 + x``; q row ``m`` sees
+    key ``x`` when it is in ``seg`` and ``lo[m] <= x < hi[m]``."""
+    d = tl.arange(0, D)
+    x = x0 + tl.arange(0, BLOCK)
+    kid = row0 + x
+    live = (x < x_end) & (kid >= 0) & (kid < s_kv)
+    k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
+    see = seg[:, None] & live[None, :] & (x[None, :] >= lo[:, None]) & (x[None, :] < hi[:, None])
+    return masked_softmax_step(q, k, see, m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
+
+
+@triton.jit
+def _attend_range(q, kv_ptr, row0, x_start, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s, scale_log2,
+                  BLOCK_N: tl.constexpr, D: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT_SCORES: tl.constexpr):
+    """Keys ``[x_start, x_end)`` in blocks of ``BLOCK_N``, the remainder in blocks of ``TAIL_N``.
+
+    A tile's window is ``queries + window - 1`` keys (131 at 16 heads): whole
+    ``BLOCK_N`` blocks would compute a third block for 3 live keys; the narrow
+    tail computes 16 (docs/design-notes.md, "Shared-row prefill").
+    """
+    full_end = x_start + tl.maximum(x_end - x_start, 0) // BLOCK_N * BLOCK_N
+    for x0 in range(x_start, full_end, BLOCK_N):
+        m_i, l_i, acc = _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s,
+                                      scale_log2, BLOCK_N, D, DOT_FP32, SPLIT_SCORES)
+    for x0 in range(full_end, x_end, TAIL_N):
+        m_i, l_i, acc = _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s,
+                                      scale_log2, TAIL_N, D, DOT_FP32, SPLIT_SCORES)
     return m_i, l_i, acc
 
 
@@ -128,26 +163,18 @@ def _shared_rows_kernel(
         # Positions past the request (bad input) see no more than its last token does.
         p = tl.where(seg, tl.minimum(pos, seq_len - 1), -1)
         if RATIO > 0:
-            c_base = tl.load(c_base_ptr + r).to(tl.int64)
+            # Compressed row j (workspace row c_base + j) is seen by a q row while j < (p + 1) // RATIO.
             visible = tl.maximum((p + 1) // RATIO, 0)
-            c_end = tl.max(visible)
-            for start in range(skip, c_end, BLOCK_N):
-                j = start + tl.arange(0, BLOCK_N)
-                kid = c_base + j
-                live = (j < c_end) & (kid >= 0) & (kid < s_kv)
-                k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
-                see = seg[:, None] & live[None, :] & (j[None, :] < visible[:, None])
-                m_i, l_i, acc = masked_softmax_step(q, k, see, m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
-        swa_row0 = tl.load(swa_base_ptr + r).to(tl.int64) - gather_start
+            m_i, l_i, acc = _attend_range(
+                q, kv_ptr, tl.load(c_base_ptr + r).to(tl.int64), skip, tl.max(visible), visible * 0, visible, seg,
+                m_i, l_i, acc, s_kv, stride_kv_s, scale_log2, BLOCK_N, D, DOT_FP32, SPLIT_SCORES)
+        # Window position x (workspace row swa_base + x - gather_start) is seen while p - window < x <= p.
         p_last = tl.max(p)
         w_start = tl.maximum(tl.min(tl.where(seg, p, p_last)) - window + 1, tl.maximum(gather_start, 0))
-        for start in range(w_start, p_last + 1, BLOCK_N):
-            kp = start + tl.arange(0, BLOCK_N)
-            kid = swa_row0 + kp
-            live = (kp <= p_last) & (kid >= 0) & (kid < s_kv)
-            k = tl.load(kv_ptr + kid[:, None] * stride_kv_s + d[None, :], mask=live[:, None], other=0.0)
-            see = seg[:, None] & live[None, :] & (kp[None, :] <= p[:, None]) & (kp[None, :] > p[:, None] - window)
-            m_i, l_i, acc = masked_softmax_step(q, k, see, m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
+        m_i, l_i, acc = _attend_range(
+            q, kv_ptr, tl.load(swa_base_ptr + r).to(tl.int64) - gather_start, w_start, p_last + 1,
+            p - window + 1, p + 1, seg, m_i, l_i, acc, s_kv, stride_kv_s, scale_log2, BLOCK_N, D, DOT_FP32,
+            SPLIT_SCORES)
 
     out, lse = normalize(acc, m_i, l_i, sink_ptr, head, exists, HAS_SINK)
     tl.store(out_ptr + tok[:, None] * stride_o_s + head[:, None].to(tl.int64) * stride_o_h + d[None, :],
