@@ -21,9 +21,11 @@ same C4 top-k (random picks written where SGLang's indexer writes them).
   replay.
 
 Heads 8 and 16 are a tensor-parallel rank's: the query is zero-padded to 64
-for both backends, as the DSv4 model hands it over. There extends also run
-``ours_fold``: C128 layers through the folded route
-(``SGLANG_DSV4_SPARSE_C128_FOLD=1``, core/fold.py), for its measurement. Rows run SGLang, then ours, back to back. Imports the test-only stand-ins from ``tests/sglang``.
+for both backends, as the DSv4 model hands it over; there ours runs the
+shared-row routes (``auto``) and extends also run ``ours_index``
+(``SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index``: index rows on every layer, what
+ran before). Rows run SGLang, then ours, back to back. Imports the test-only
+stand-ins from ``tests/sglang``.
 """
 
 from __future__ import annotations
@@ -206,17 +208,16 @@ def _factories():
     return {"sglang": DeepseekV4AttnBackend, **{name: backend_class() for name in ("ours", *VARIANTS)}}
 
 
-# Our backend run again under other settings, below 64 heads only (where they differ from ``ours``):
-# ``ours_fm`` FlashMLA forced on the padded query (what an earlier run compared ``auto`` with), and
-# ``ours_fold`` C128 layers through the folded route (core/fold.py), on extends.
+# Our backend run again under another setting, below 64 heads and on extends only (where it differs
+# from ``ours``): ``ours_index`` one index row per query on every layer (FlashMLA on the padded query),
+# what ``auto`` ran before the shared-row routes (core/forward.py, auto_prefill_route).
 VARIANTS = {
-    "ours_fm": {"SGLANG_DSV4_SPARSE_KERNELS": "flashmla"},
-    "ours_fold": {"SGLANG_DSV4_SPARSE_C128_FOLD": "1"},
+    "ours_index": {"SGLANG_DSV4_SPARSE_PREFILL_ROUTE": "index"},
 }
 
 
 def _names_for(names, heads, kind):
-    return [n for n in names if n not in VARIANTS or (heads < KERNEL_WIDTH and (n != "ours_fold" or kind == "extend"))]
+    return [n for n in names if n not in VARIANTS or (heads < KERNEL_WIDTH and kind == "extend")]
 
 
 class _variant_env:
@@ -302,7 +303,7 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
         step()  # compile, autotune, allocate
         if name != "sglang" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the step to SGLang")
-        if name == "ours_fold" and not backend._dsv4_step.c128_folds:
+        if name == "ours" and heads < KERNEL_WIDTH and kind == "extend" and not backend._dsv4_step.c128_folds:
             raise RuntimeError("the C128 layer did not take the folded route")
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)
@@ -390,7 +391,7 @@ def main() -> int:
     dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
     factories = _factories()
-    names = ("ours", "ours_fold") if args.tiny else ("sglang", "ours", "ours_fold")
+    names = ("ours", *VARIANTS) if args.tiny else ("sglang", "ours", *VARIANTS)
     reps = 2 if args.tiny else 5
     results = []
     total = len(heads_list) * (len(extends) + len(decodes))
@@ -443,28 +444,22 @@ def _tables(rows, skip_failed=False):
     """The extend and the decode table (header row first) of a run's rows; ``skip_failed`` leaves out
     extend rows that failed for both backends."""
     ext_cols = ["meta", "c0", "c4", "c128", "step"]
-    # A variant's columns appear where the run measured it.
-    fm = any("ours_fm" in r for r in rows)
-    fold = any("ours_fold" in r for r in rows if r["kind"] == "extend")
-    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"] + (["fm step", "fm ratio"] if fm else [])
-              + (["fold c128", "fold ratio"] if fold else [])]
+    # A variant's columns appear where the run measured it (older runs: ours_fm, ours_fold).
+    variants = sorted({n for r in rows for n in r if n.startswith("ours_")})
+    tags = {v: v[len("ours_"):] for v in variants}
+    extra = [f"{tags[v]} {c}" for v in variants for c in ("c0", "c128", "step", "ratio")]
+    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"] + extra]
     for r in rows:
         if r["kind"] != "extend" or (skip_failed and _failed_both(r)):
             continue
         cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]] + [_pair(r, c) for c in ext_cols] + [_ratio(r, "step")]
-        if fm:
-            cells += [_one(r, "ours_fm", "step"), _ratio(r, "step", "ours_fm")]
-        if fold:
-            cells += [_one(r, "ours_fold", "c128"), _ratio(r, "step", "ours_fold")]
+        for v in variants:
+            cells += [_one(r, v, "c0"), _one(r, v, "c128"), _one(r, v, "step"), _ratio(r, "step", v)]
         extend.append(cells)
-    decode = [["heads", "bs", "ctx", "step", "ratio"] + (["fm step", "fm ratio"] if fm else [])]
+    decode = [["heads", "bs", "ctx", "step", "ratio"]]
     for r in rows:
-        if r["kind"] != "decode":
-            continue
-        cells = [r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")]
-        if fm:
-            cells += [_one(r, "ours_fm", "step"), _ratio(r, "step", "ours_fm")]
-        decode.append(cells)
+        if r["kind"] == "decode":
+            decode.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")])
     return extend, decode
 
 
@@ -490,7 +485,7 @@ def print_tables(meta, rows, markdown=False):
         return
     header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
     lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
-             " fm = ours with FlashMLA on the padded query, fold = ours with folded C128 layers"]
+             " index = ours with index rows on every layer (SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index)"]
     lines += _render(extend, markdown)
     lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
     lines += _render(decode, markdown)
@@ -513,28 +508,22 @@ def _findings(rows):
     is_narrow = {r["heads"] for r in rows if r["heads"] < 64}
     is_wide = {r["heads"] for r in rows if r["heads"] >= 64}
     lines = []
-    # Runs with an ``ours_fm`` column predate ``auto``'s FlashMLA choice at fewer than 64 heads: there
-    # ``ours`` ran native-head Triton below 64 heads and ``ours_fm`` is what ``auto`` runs now.
-    old_auto = any("ours_fm" in r for r in rows)
-    narrow_ours = "native-head Triton (`ours`)" if old_auto else "FlashMLA on the padded query (`ours`, auto)"
     for kind, what in (("decode", "Decode step"), ("extend", "Extend step")):
         parts = [(span(kind, is_wide, "ours"), f"at {wide} heads (FlashMLA in both)"),
-                 (span(kind, is_narrow, "ours_fm"), f"at {narrow} heads with FlashMLA on the padded query (`fm`)"),
-                 (span(kind, is_narrow, "ours"), f"at {narrow} heads with {narrow_ours}"),
-                 (span(kind, is_narrow, "ours_fold"), f"at {narrow} heads with folded C128 layers (`fold`)")]
+                 (span(kind, is_narrow, "ours"), f"at {narrow} heads (ours: auto)"),
+                 (span(kind, is_narrow, "ours_index"), f"at {narrow} heads with index rows on every layer (`index`)")]
         parts = [f"{value} {where}" for value, where in parts if value != "-"]
         if parts:
             lines.append(f"- {what}, ours / SGLang: " + "; ".join(parts) + ".")
-    if span("extend", is_narrow, "ours_fold", "c128") != "-":
-        lines.append(f"- Extend C128 layer at {narrow} heads, folded route / SGLang's: "
-                     f"{span('extend', is_narrow, 'ours_fold', 'c128')}.")
-    # What runs now: FlashMLA at every head count.
-    now = [(r, "ours_fm" if r["heads"] < 64 and old_auto else "ours") for r in rows if r["kind"] == "extend"]
-    meta = [r[n]["meta"] - r["sglang"]["meta"] for r, n in now if ok(r, n, "meta")]
+    for key, what in (("c0", "window-only"), ("c128", "C128")):
+        if span("extend", is_narrow, "ours", key) != "-":
+            lines.append(f"- Extend {what} layer at {narrow} heads, ours (auto) / SGLang's: "
+                         f"{span('extend', is_narrow, 'ours', key)}; with index rows: {span('extend', is_narrow, 'ours_index', key)}.")
+    meta = [r["ours"]["meta"] - r["sglang"]["meta"] for r in rows if r["kind"] == "extend" and ok(r, "ours", "meta")]
     if meta:
         longer = sum(d > 0 for d in meta)
-        lines.append(f"- Extend `meta` with FlashMLA (ours at {wide} heads, `fm` at {narrow}), ours minus SGLang's:"
-                     f" {min(meta):+.2f} to {max(meta):+.2f} ms, ours longer in {longer} of {len(meta)} rows.")
+        lines.append(f"- Extend `meta`, ours minus SGLang's: {min(meta):+.2f} to {max(meta):+.2f} ms,"
+                     f" ours longer in {longer} of {len(meta)} rows.")
     layers = [f"{key} {span('extend', is_wide, 'ours', key)}" for key in ("c0", "c4", "c128")]
     if span("extend", is_wide, "ours", "c0") != "-":
         lines.append(f"- Extend per layer at {wide} heads, same FlashMLA kernel, ours / SGLang: {', '.join(layers)}.")

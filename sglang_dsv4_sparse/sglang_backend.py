@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Union
 
@@ -72,8 +73,8 @@ import torch
 
 from . import dispatch
 from . import layout as L
-from .core.fold import FOLD_WIDTH, C128Fold, build_c128_fold, prefill_c128_folded
-from .core.forward import Workspace, decode_layer, prefill_layer
+from .core.fold import C128Fold, build_c128_fold
+from .core.forward import Workspace, auto_prefill_route, decode_layer, prefill_layer
 from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
 from .validation import bounds_check_enabled, env_flag
@@ -82,9 +83,11 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_SGLANG_VERSIONS = ("0.5.23",)
 SWITCH_ENV = "SGLANG_DSV4_SPARSE"
-# Opt-in until measured on a GPU (docs/design-notes.md): C128 layers of fewer
-# than 64 heads take the folded route (core/fold.py) on sparse prefill.
-C128_FOLD_ENV = "SGLANG_DSV4_SPARSE_C128_FOLD"
+# Sparse-prefill routes (core/forward.py, PREFILL_ROUTES): "auto" takes the
+# shared-row routes below 64 heads where they measured faster; "index" keeps one
+# index row per query everywhere (FlashMLA on the zero-padded query).
+PREFILL_ROUTE_ENV = "SGLANG_DSV4_SPARSE_PREFILL_ROUTE"
+PREFILL_ROUTE_CHOICES = ("auto", "index")
 BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
@@ -254,6 +257,14 @@ class StepState:
     c128_folds: Dict[int, C128Fold] = field(default_factory=dict)  # per head count, built by the first C128 layer
 
 
+def _prefill_route_setting() -> str:
+    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE``, read once per backend (default ``auto``)."""
+    value = os.environ.get(PREFILL_ROUTE_ENV, "auto").strip().lower() or "auto"
+    if value not in PREFILL_ROUTE_CHOICES:
+        raise ValueError(f"{PREFILL_ROUTE_ENV} must be one of {PREFILL_ROUTE_CHOICES}, got {os.environ[PREFILL_ROUTE_ENV]!r}")
+    return value
+
+
 def _int_list(values) -> list:
     return [int(x) for x in (values.tolist() if isinstance(values, torch.Tensor) else values)]
 
@@ -275,7 +286,7 @@ class _SparseBackendMixin:
         self._dsv4_step: Optional[StepState] = None
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
-        self._dsv4_c128_fold = env_flag(C128_FOLD_ENV, False)
+        self._dsv4_prefill_route = _prefill_route_setting()
 
     # ---- what falls back: one check per step, one per layer ----------------
 
@@ -579,22 +590,21 @@ class _SparseBackendMixin:
         compressed_cache = pool.get_extra_key_buffer(layer_id) if compress_ratio else None
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
-        # the Triton kernels the real heads only (dispatch.heads_to_run).
-        heads = self._kernel_heads(layer, q)
-        folded = self._folds_c128(step, layer, q, compress_ratio)
-        if folded:
-            heads = int(layer.tp_q_head_num)
+        # the Triton kernels and the shared-row routes the real heads only
+        # (dispatch.heads_to_run, auto_prefill_route).
+        route = self._prefill_route(step, layer, q, compress_ratio)
+        heads = self._kernel_heads(layer, q) if route in (None, "index") else self._real_heads(layer, q)
         q_run = q[:, :heads]
         sink = attn_sink[:heads].float()
         topk, topk_lengths = self._c4_topk(step) if compress_ratio == 4 else (None, None)
-        if folded:
-            fold = step.c128_folds.get(heads)
-            if fold is None:
-                fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
-            out = prefill_c128_folded(step.plan, self._dsv4_workspace, q_run, swa_cache, compressed_cache, sink, fold)
-        elif step.route == ROUTE_SPARSE_PREFILL:
+        if step.route == ROUTE_SPARSE_PREFILL:
+            fold = None
+            if route == "folded":
+                fold = step.c128_folds.get(heads)
+                if fold is None:
+                    fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
-                                compressed_cache, topk, sink)
+                                compressed_cache, topk, sink, route=route, fold=fold)
         else:
             out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
                                topk_lengths=topk_lengths)
@@ -605,12 +615,18 @@ class _SparseBackendMixin:
         full[:, heads:].zero_()
         return full
 
-    def _folds_c128(self, step: StepState, layer, q: torch.Tensor, compress_ratio: int) -> bool:
-        """Whether this layer takes the folded C128 route: opted in, sparse prefill, fewer real heads than a group's width."""
-        if not (self._dsv4_c128_fold and compress_ratio == 128 and step.route == ROUTE_SPARSE_PREFILL):
-            return False
-        real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
-        return real < FOLD_WIDTH and real <= q.shape[1]
+    def _prefill_route(self, step: StepState, layer, q: torch.Tensor, compress_ratio: int) -> Optional[str]:
+        """The layer's sparse-prefill route (None on the paged route): by the real head count under ``auto``."""
+        if step.route != ROUTE_SPARSE_PREFILL:
+            return None
+        if self._dsv4_prefill_route == "index":
+            return "index"
+        return auto_prefill_route(compress_ratio, self._real_heads(layer, q))
+
+    @staticmethod
+    def _real_heads(layer, q: torch.Tensor) -> int:
+        """The rank's real heads (``tp_q_head_num``), at most the query's."""
+        return min(int(getattr(layer, "tp_q_head_num", q.shape[1])), q.shape[1])
 
     def _c4_topk(self, step: StepState) -> tuple:
         """This C4 layer's top-k, read from the fields SGLang's own attention reads on the same route.

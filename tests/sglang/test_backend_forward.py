@@ -119,12 +119,20 @@ def test_save_kv_cache_keeps_sglangs_cache_write(dsv4_env, gen, monkeypatch):
     assert len(writes) == 1 and writes[0][0] == 0 and writes[0][1] is q and writes[0][2] is fb
 
 
-def test_folded_c128_route_opt_in_matches_reference(dsv4_env, helpers, gen, monkeypatch):
-    # SGLANG_DSV4_SPARSE_C128_FOLD=1: C128 layers of a 2-head rank (query padded to 64) fold 32 queries a group.
-    monkeypatch.setenv("SGLANG_DSV4_SPARSE_C128_FOLD", "1")
+@pytest.mark.parametrize("setting", ["auto", "index"])
+def test_prefill_routes_match_reference(dsv4_env, helpers, gen, monkeypatch, setting):
+    # Under auto, a 2-head rank's (query padded to 64) C0 layers take the shared-row route and its
+    # C128 layers the folded one (32 queries a group, built once per step); "index" keeps index rows.
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", setting)
     env = dsv4_env(heads=2)
-    assert env.backend._dsv4_c128_fold
+    assert env.backend._dsv4_prefill_route == setting
     fb = env.batch("EXTEND", rows=[1, 0], prefix=[5, 250], ext=[40, 20])
     step, errors = _run_step(env, helpers, fb, gen, padded_heads=64)
-    assert step.route == "sparse_prefill" and list(step.c128_folds) == [2]
+    assert step.route == "sparse_prefill" and list(step.c128_folds) == ([2] if setting == "auto" else [])
     assert all(err < TOLERANCE for _, err in errors), errors
+
+
+def test_bad_prefill_route_setting_names_the_variable(dsv4_env, monkeypatch):
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", "fastest")
+    with pytest.raises(ValueError, match="SGLANG_DSV4_SPARSE_PREFILL_ROUTE"):
+        dsv4_env(heads=2)
