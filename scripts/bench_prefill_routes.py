@@ -180,13 +180,28 @@ def sweep() -> list:
     return out
 
 
+def compact(rows: list) -> tuple[list, list]:
+    """One line per (case, layer, route), one column per head count: "ms (x index, % floor)"."""
+    heads = sorted({r[2] for r in rows})
+    lines: dict = {}
+    for case, layer, h, route, ms, speedup, floor, _ in rows:
+        lines.setdefault((case, layer, route), {})[h] = f"{ms:.3g} ({speedup:.2f}x, {floor:.0f}%)"
+    table = [[case, layer, route] + [cells.get(h, "-") for h in heads] for (case, layer, route), cells in lines.items()]
+    return ["case", "layer", "route"] + [f"{h} heads" for h in heads], table
+
+
 def report(payload: dict, markdown: bool = False) -> None:
+    head, table = compact(payload["rows"])
     if markdown:
         print(header_line(payload.get("header")))
-        print(f"bf16 matmul ceiling measured in the run: {payload['matmul_tflops']:.0f} TFLOPS.\n")
-        print("\n".join(markdown_table(HEAD, payload["rows"])))
+        print(f"bf16 matmul ceiling measured in the run: {payload['matmul_tflops']:.0f} TFLOPS. Cells: ms (speed-up"
+              " over the index route, % of the compute floor).\n")
+        print("\n".join(markdown_table(head, table)))
     else:
         print_table(TITLE, HEAD, payload["rows"])
+        print_table(TITLE + ": ms (x index, % floor)", head, table)
+    if payload.get("sweep") and not markdown:
+        print_table(SWEEP_TITLE, SWEEP_HEAD, payload["sweep"])
 
 
 def main(argv=None) -> int:
@@ -208,7 +223,6 @@ def main(argv=None) -> int:
     payload = {"header": run_header(str(ROOT)), "matmul_tflops": round(tflops), "rows": rows}
     if args.sweep:
         payload["sweep"] = sweep()
-        print_table(SWEEP_TITLE, SWEEP_HEAD, payload["sweep"])
     report(payload, args.markdown)
     save_json("bench_prefill_routes.json", payload)
     print(f"\nbench_prefill_routes: done in {time.time() - t0:.0f} s")

@@ -89,6 +89,19 @@ both get the query zero-padded to 64, as the model hands it over; `ours` ran `au
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
     """
+## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
+
+One layer's `prefill_layer` (staging included) on each route of one request: "index" is one index row a
+query through FlashMLA on the query zero-padded to 64 heads; "shared" the shared-row kernel (each tile of
+`64 // h` queries reads its window and C128 prefix once); "split" (C4) its top-k through index rows and its
+window through the shared-row kernel; "folded" (C128) each group of `64 // h` queries' shared compressed
+rows through FlashMLA at full width, the rest through the shared-row kernel. The compute floor counts the
+keys each query reads (`4 * h * 512` FLOPs a key) at the bf16 matmul rate measured in the same run.
+`auto` (core/forward.py, `auto_prefill_route`) takes "shared" for window-only and "folded" for C128 layers
+below 64 heads, "index" elsewhere.
+""",
+    ("bench_prefill_routes.py", "bench_prefill_routes.json"),
+    """
 With FlashMLA, ours takes SGLang's decode step time (the paged route views SGLang's own index rows). Extend
 steps are not yet faster than SGLang's (the goal: 15% faster at 8 and 16 heads): the gap is our `meta`
 (`build_prefill_plan` on top of SGLang's) and, per layer with the same kernel, our staging of the workspace
