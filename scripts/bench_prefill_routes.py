@@ -149,34 +149,41 @@ def run(quick: bool) -> tuple[float, list]:
     return tflops, rows
 
 
-SWEEP_TITLE = "shared-row kernel launch configs, C128 layer, 8k chunk at 120k (do_bench median ms)"
-SWEEP_HEAD = ["heads", "config", "ms"]
+SWEEP_TITLE = "shared-row kernel launch configs, 8k chunk at 120k (do_bench median ms)"
+SWEEP_HEAD = ["layer", "heads", "config", "ms"]
 
 
 def sweep() -> list:
-    """Each of the shared-row kernel's configs on one staged C128 workspace."""
+    """Launch configs of the shared-row kernel on one staged workspace: window only and C128."""
     from sglang_dsv4_sparse.core.forward import Workspace, _stage_rows
-    from sglang_dsv4_sparse.kernels.sparse_attn.configs import shared_rows_configs
+    from sglang_dsv4_sparse.kernels.sparse_attn.configs import KernelConfig, shared_rows_configs
     from sglang_dsv4_sparse.kernels.sparse_attn.shared_rows import shared_rows_attention
     from triton.runtime.errors import OutOfResources
 
+    candidates = list(shared_rows_configs()) + [
+        KernelConfig(64, 8, 1, split_scores=True), KernelConfig(64, 8, 3, split_scores=True),
+        KernelConfig(128, 8, 1, split_scores=True), KernelConfig(32, 8, 2, split_scores=True),
+        KernelConfig(32, 4, 2),
+    ]
     gen = torch.Generator().manual_seed(1)
     plan, caches = build_case(122880 - 8192, 8192, [128], gen)
     rows = plan.compressed[128]
     kv = _stage_rows(plan, Workspace(torch.device("cuda")), caches[0], caches[128], rows.token_ids, rows.page_size)
     out = []
-    for heads in (8, 16):
-        q = torch.randn(8192, heads, L.HEAD_DIM, device="cuda").to(torch.bfloat16)
-        for cfg in shared_rows_configs():
-            def call(cfg=cfg):
-                return shared_rows_attention(q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens,
-                                             plan.swa_gather_lens, rows.swa_base, plan.window, 128, rows.base,
-                                             config=cfg)
-            try:
-                call()
-                out.append([heads, str(cfg), round(median_ms(call), 3)])
-            except OutOfResources as err:
-                out.append([heads, str(cfg), f"does not fit ({type(err).__name__})"])
+    for ratio in (0, 128):
+        for heads in (8, 16):
+            q = torch.randn(8192, heads, L.HEAD_DIM, device="cuda").to(torch.bfloat16)
+            for cfg in candidates:
+                def call(cfg=cfg):
+                    return shared_rows_attention(q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens,
+                                                 plan.swa_gather_lens, rows.swa_base, plan.window, ratio,
+                                                 rows.base if ratio else None, config=cfg)
+                try:
+                    call()
+                    out.append([f"C{ratio}", heads, str(cfg), round(median_ms(call), 3)])
+                except (OutOfResources, RuntimeError) as err:
+                    out.append([f"C{ratio}", heads, str(cfg), f"fails ({type(err).__name__})"])
+                print(out[-1], flush=True)
     return out
 
 
@@ -207,7 +214,7 @@ def report(payload: dict, markdown: bool = False) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the 8k-chunk case")
-    ap.add_argument("--sweep", action="store_true", help="also time the shared-row kernel's launch configs (C128, 8k chunk)")
+    ap.add_argument("--sweep", action="store_true", help="also time the shared-row kernel's launch configs (8k chunk)")
     ap.add_argument("--from-json", metavar="FILE", help="print the table of a saved run and exit")
     ap.add_argument("--markdown", action="store_true", help="print the table as BENCHMARKS.md shows it")
     args = ap.parse_args(argv)

@@ -48,8 +48,6 @@ from .configs import MAX_BLOCK_H, KernelConfig, launch_with_fallback, shared_row
 _LOG2E = tl.constexpr(LOG2E)
 # q rows of one program: the tile of queries times their heads.
 BLOCK_M = MAX_BLOCK_H
-# Keys of the narrow blocks that finish a range (the smallest a tl.dot takes).
-TAIL_N = tl.constexpr(16)
 
 
 def queries_per_tile(num_heads: int) -> int:
@@ -91,19 +89,16 @@ def _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, 
 @triton.jit
 def _attend_range(q, kv_ptr, row0, x_start, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s, scale_log2,
                   BLOCK_N: tl.constexpr, D: tl.constexpr, DOT_FP32: tl.constexpr, SPLIT_SCORES: tl.constexpr):
-    """Keys ``[x_start, x_end)`` in blocks of ``BLOCK_N``, the remainder in blocks of ``TAIL_N``.
+    """Keys ``[x_start, x_end)`` in blocks of ``BLOCK_N``.
 
-    A tile's window is ``queries + window - 1`` keys (131 at 16 heads): whole
-    ``BLOCK_N`` blocks would compute a third block for 3 live keys; the narrow
-    tail computes 16 (docs/design-notes.md, "Shared-row prefill").
+    Whole blocks even where a range ends with a few keys (a 16-head tile's
+    window is 131): finishing ranges in 16-key blocks measured slower, since
+    the second loop's shapes cost the first loop its pipelining
+    (docs/design-notes.md, "Shared-row prefill").
     """
-    full_end = x_start + tl.maximum(x_end - x_start, 0) // BLOCK_N * BLOCK_N
-    for x0 in range(x_start, full_end, BLOCK_N):
+    for x0 in range(x_start, x_end, BLOCK_N):
         m_i, l_i, acc = _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s,
                                       scale_log2, BLOCK_N, D, DOT_FP32, SPLIT_SCORES)
-    for x0 in range(full_end, x_end, TAIL_N):
-        m_i, l_i, acc = _attend_block(q, kv_ptr, row0, x0, x_end, lo, hi, seg, m_i, l_i, acc, s_kv, stride_kv_s,
-                                      scale_log2, TAIL_N, D, DOT_FP32, SPLIT_SCORES)
     return m_i, l_i, acc
 
 
