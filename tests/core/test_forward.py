@@ -47,6 +47,8 @@ def test_bad_c4_rows_is_rejected_on_any_layer(device):
     (16, 256, 275),  # a chunk from a 128 boundary
     (8, 300, 322),   # off one, across 383 -> 384 only for C4's 4-row steps
     (3, 100, 170),   # 21 queries a tile, across position 127
+    (1, 500, 501),   # a one-token chunk
+    (64, 250, 262),  # one query a tile (the widest the shared-row kernel takes)
 ])
 def test_every_route_matches_the_reference(device, ratio, route, heads, start, end):
     layer = {0: 0, 4: 1, 128: 2}[ratio]
@@ -72,3 +74,22 @@ def test_bad_route_is_rejected(device):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, route="folded")
     with pytest.raises(ValueError, match="at most 64 heads"):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, route="shared")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ratio", [0, 128])
+def test_gpu_32k_chunk_every_route(ratio):
+    # A 32768-token chunk after a 300-token prefix, 16 heads: every route against the dense reference.
+    layer = {0: 0, 128: 1}[ratio]
+    start, end = 300, 300 + 32768
+    cfg = StackConfig(ratios=(0, 128), heads=16, topk=16, prompt_len=end, decode_steps=0)
+    stack = build_stack(cfg, "cuda")
+    inputs = _inputs(stack, start, end)
+    plan = build_prefill_plan(inputs)
+    pos = torch.arange(start, end, device=stack.device)
+    args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer], None,
+            stack.sinks[layer])
+    ref = layer_attention_reference(inputs, *args)
+    for route in PREFILL_ROUTES[ratio]:
+        out = prefill_layer(plan, Workspace(stack.device), *args, route=route)
+        assert float((out.float() - ref).norm() / ref.norm()) <= 1e-2, route
