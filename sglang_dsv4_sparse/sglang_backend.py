@@ -231,7 +231,7 @@ def create_backend(runner, fallback: Callable[[Any], Any]):
     backend = cls(runner)
     _log_once(
         logging.INFO, "backend:ours", "Using %s for dsv4 attention (%s)", BACKEND_NAME,
-        dispatch.describe(backend.device),
+        backend._dsv4_choice.describe(),
     )
     return backend
 
@@ -276,6 +276,8 @@ class _SparseBackendMixin:
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
         self._dsv4_c128_fold = env_flag(C128_FOLD_ENV, False)
+        # Which kernels run (SGLANG_DSV4_SPARSE_KERNELS, FlashMLA's usability), decided once for the backend.
+        self._dsv4_choice = dispatch.KernelChoice.from_env(self.device)
 
     # ---- what falls back: one check per step, one per layer ----------------
 
@@ -486,7 +488,7 @@ class _SparseBackendMixin:
             extend_lens_cpu=extend_lens_cpu,
             positions=core.positions_casual[:num_tokens],
         )
-        row_limit = paged_kernel_row_limit(self.device, self._dsv4_router_heads)
+        row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
         if use_sparse_prefill(num_tokens, row_limit=row_limit, flag=sparse_prefill_flag()):
             return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, build_prefill_plan(inputs), num_tokens)
         return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_tokens), num_tokens)
@@ -579,7 +581,7 @@ class _SparseBackendMixin:
         compressed_cache = pool.get_extra_key_buffer(layer_id) if compress_ratio else None
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
-        # the Triton kernels the real heads only (dispatch.heads_to_run).
+        # the Triton kernels the real heads only (KernelChoice.heads_to_run).
         heads = self._kernel_heads(layer, q)
         folded = self._folds_c128(step, layer, q, compress_ratio)
         if folded:
@@ -591,13 +593,14 @@ class _SparseBackendMixin:
             fold = step.c128_folds.get(heads)
             if fold is None:
                 fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
-            out = prefill_c128_folded(step.plan, self._dsv4_workspace, q_run, swa_cache, compressed_cache, sink, fold)
+            out = prefill_c128_folded(step.plan, self._dsv4_workspace, q_run, swa_cache, compressed_cache, sink, fold,
+                                      choice=self._dsv4_choice)
         elif step.route == ROUTE_SPARSE_PREFILL:
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
-                                compressed_cache, topk, sink)
+                                compressed_cache, topk, sink, choice=self._dsv4_choice)
         else:
             out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
-                               topk_lengths=topk_lengths)
+                               topk_lengths=topk_lengths, choice=self._dsv4_choice)
         if heads == q.shape[1]:
             return out
         full = q.new_empty(q.shape)
@@ -631,7 +634,7 @@ class _SparseBackendMixin:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
         if real >= q.shape[1]:
             return q.shape[1]
-        return dispatch.heads_to_run(real, q.shape[1], q.device)
+        return self._dsv4_choice.heads_to_run(real, q.shape[1])
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:

@@ -23,7 +23,7 @@ from typing import Optional
 
 import torch
 
-from ..dispatch import sparse_prefill_attention_lse
+from ..dispatch import KernelChoice, sparse_prefill_attention_lse
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
 from .plan import PrefillPlan
 
@@ -102,20 +102,28 @@ def _as_log_weight(lse: torch.Tensor) -> torch.Tensor:
 
 
 def c128_folded_attention(
-    fold: C128Fold, q: torch.Tensor, kv: torch.Tensor, attn_sink: Optional[torch.Tensor]
+    fold: C128Fold,
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    attn_sink: Optional[torch.Tensor],
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
-    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``."""
+    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``.
+
+    ``choice``: None is the default of q's device.
+    """
     num_tokens, heads, dim = q.shape
     g = fold.group_size
     slot_ok = fold.rows >= 0
     q_groups = q[fold.rows.clamp_min(0)] * slot_ok[:, :, None, None].to(q.dtype)
     out_shared, lse_shared = sparse_prefill_attention_lse(
-        q_groups.reshape(-1, g * heads, dim), kv, fold.shared_indices[:, None, :], fold.shared_lens
+        q_groups.reshape(-1, g * heads, dim), kv, fold.shared_indices[:, None, :], fold.shared_lens, choice=choice
     )
     pick = (fold.group_of_token, fold.slot_of_token)
     out_shared = out_shared.view(-1, g, heads, dim)[pick].float()
     lse_shared = _as_log_weight(lse_shared.view(-1, g, heads)[pick].float())
-    out_own, lse_own = sparse_prefill_attention_lse(q, kv, fold.own_indices[:, None, :], fold.own_lens)
+    out_own, lse_own = sparse_prefill_attention_lse(q, kv, fold.own_indices[:, None, :], fold.own_lens, choice=choice)
     lse_own = _as_log_weight(lse_own.float())
     lse = torch.logaddexp(lse_shared, lse_own)
     empty = lse == float("-inf")
@@ -137,14 +145,17 @@ def prefill_c128_folded(
     compressed_cache: torch.Tensor,
     attn_sink: Optional[torch.Tensor] = None,
     fold: Optional[C128Fold] = None,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """``prefill_layer`` for a C128 layer through the folded route (``fold``: built once per step and head count)."""
-    from .forward import _check_layer, _stage_rows
+    from .forward import _check_layer, _choice_for, _stage_rows
 
     _check_layer(q, swa_cache, 128, compressed_cache, None, plan.num_tokens, attn_sink)
+    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
     rows = plan.compressed[128]
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
-    return c128_folded_attention(fold, q, kv, attn_sink)
+    return c128_folded_attention(fold, q, kv, attn_sink, choice=choice)

@@ -7,6 +7,9 @@ rows) into the shared workspace, then attends through FlashMLA or Triton.
 allocates nothing on the host side and never syncs, so it can be captured in
 a CUDA graph. Its C4 top-k is given as C4-cache ids with lengths, as SGLang's
 indexer writes them for its own paged attention.
+
+Which kernels run comes from a :class:`~sglang_dsv4_sparse.dispatch.KernelChoice`
+(``choice=``; None: the default one of q's device, read from the environment once).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Optional
 import torch
 
 from .. import layout as L
-from ..dispatch import paged_decode_attention, sparse_prefill_attention
+from ..dispatch import KernelChoice, default_choice, paged_decode_attention, sparse_prefill_attention
 from ..kernels.dequant import dequantize_k_cache_paged
 from ..kernels.indices import combine_topk_swa_indices, combined_index_width
 from ..kernels.triton_utils import check_launch_device
@@ -91,6 +94,15 @@ def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
     L.as_byte_cache(cache, page_size, name)
 
 
+def _choice_for(q: torch.Tensor, choice: Optional[KernelChoice]) -> KernelChoice:
+    """``choice``, made for q's device, or (None) the default choice of q's device."""
+    if choice is None:
+        return default_choice(q.device)
+    if choice.device != q.device:
+        raise ValueError(f"choice was made for {choice.device}, q is on {q.device}")
+    return choice
+
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -101,6 +113,8 @@ def prefill_layer(
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
     c4_rows: str = "auto",
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
@@ -110,33 +124,34 @@ def prefill_layer(
     A top-k entry outside its request's compressed rows (other than -1) and
     ids the plan could not map are holes; with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
     they raise ``ValueError`` naming the argument.  A head whose q holds NaN
-    or inf gives NaN.
+    or inf gives NaN. ``choice``: the kernels (None: the default of q's device).
     """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
     sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
     _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
+    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
         check_prefill_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices)
     if compress_ratio == 0:
         kv = _stage_rows(plan, workspace, swa_cache)
-        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
+        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink, choice=choice)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
-        return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows)
+        return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, choice)
 
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
     if len(plan.c128_tiles) == 1:
-        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink)
+        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink, choice=choice)
     out = torch.empty_like(q)
     for tile in plan.c128_tiles:
         indices, lens = plan.c128_tile_indices(tile)
         out[tile.start : tile.end] = sparse_prefill_attention(
-            q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink
+            q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink, choice=choice
         )
     return out
 
@@ -151,7 +166,7 @@ def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_id
     return kv
 
 
-def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows):
+def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, choice):
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
         c4_rows = choose_c4_rows(rows.total, num_tokens, k)
@@ -166,7 +181,7 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         plan.window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
-    return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
+    return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
 
 
 def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
@@ -208,6 +223,8 @@ def decode_layer(
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
     topk_lengths: Optional[torch.Tensor] = None,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
@@ -216,6 +233,7 @@ def decode_layer(
     ``c4_sparse_page_indices`` / ``c4_sparse_topk_lengths`` and what its own
     paged attention reads. A caller holding request-local rows converts them
     once with :func:`~sglang_dsv4_sparse.core.plan.topk_to_token_ids`.
+    ``choice``: the kernels (None: the default of q's device).
     """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if compress_ratio == 4:
@@ -224,6 +242,7 @@ def decode_layer(
         check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
     sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
     _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
+    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -237,7 +256,7 @@ def decode_layer(
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
     out = paged_decode_attention(
         q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
-        sched_meta=plan.sched_meta.get(compress_ratio), **extra,
+        sched_meta=plan.sched_meta.get(compress_ratio), choice=choice, **extra,
     )
     return out[:, 0]
 
