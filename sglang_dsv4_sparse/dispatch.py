@@ -34,6 +34,8 @@ from typing import Optional
 import torch
 
 from . import layout as L
+from .kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged
+from .kernels.sparse_attn.prefill import _sparse_mla_fwd
 
 KERNEL_CHOICES = ("auto", "flashmla", "triton")
 FLASHMLA_HEADS = (64, 128)
@@ -207,7 +209,9 @@ def sparse_prefill_attention(
 ) -> torch.Tensor:
     """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace.
 
-    ``choice``: None is :func:`default_choice` of ``q``'s device.
+    The arguments are not checked here: the core checks its own once a layer,
+    at its boundary (``kernels.sparse_attn.sparse_mla_fwd`` is the checked
+    kernel). ``choice``: None is :func:`default_choice` of ``q``'s device.
     """
     return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale, choice=choice)[0]
 
@@ -232,9 +236,7 @@ def sparse_prefill_attention_lse(
             q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=choice.flashmla_legacy
         )
         return out[:, : q.shape[1]], lse[:, : q.shape[1]]
-    from .kernels.sparse_attn import sparse_mla_fwd
-
-    out, _, lse = sparse_mla_fwd(q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length)
+    out, _, lse = _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length)
     return out, lse
 
 
@@ -256,9 +258,13 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """Sparse attention straight from the paged fp8 caches: ``q [b, s_q, h, 512]``.
 
-    ``sched_meta`` is FlashMLA's scheduler metadata, shared by every layer that
-    has the same shapes and lengths (one per compress ratio per step).
-    ``choice``: None is :func:`default_choice` of ``q``'s device.
+    The caches come as ``(num_pages, page_bytes)`` uint8 views, 16-byte
+    aligned (what the core's checks return); like the other arguments they
+    are not checked here (``kernels.sparse_attn.sparse_mla_decode_paged`` is
+    the checked kernel). ``sched_meta`` is FlashMLA's scheduler metadata,
+    shared by every layer that has the same shapes and lengths (one per
+    compress ratio per step). ``choice``: None is :func:`default_choice` of
+    ``q``'s device.
     """
     choice = choice if choice is not None else default_choice(q.device)
     if choice.use_flashmla(q.shape[2]):
@@ -277,12 +283,9 @@ def paged_decode_attention(
             use_legacy=choice.flashmla_legacy,
         )
         return out[:, :, : q.shape[2]]
-    from .kernels.sparse_attn import sparse_mla_decode_paged
-
-    out, _ = sparse_mla_decode_paged(
-        q, k_cache, indices, topk_length=topk_length, attn_sink=attn_sink,
-        extra_k_cache=extra_k_cache, extra_indices_in_kvcache=extra_indices, extra_topk_length=extra_topk_length,
-        softmax_scale=sm_scale, head_dim_v=L.HEAD_DIM, page_size=page_size, extra_page_size=extra_page_size,
+    out, _ = _sparse_mla_decode_paged(
+        q, k_cache, page_size, indices, topk_length, attn_sink,
+        extra_k_cache, extra_page_size, extra_indices, extra_topk_length, sm_scale,
     )
     return out
 

@@ -111,7 +111,7 @@ def c128_folded_attention(
 ) -> torch.Tensor:
     """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``.
 
-    ``choice``: None is the default of q's device.
+    Unchecked (``prefill_c128_folded`` checks its arguments); ``choice``: None is the default of q's device.
     """
     num_tokens, heads, dim = q.shape
     g = fold.group_size
@@ -149,10 +149,11 @@ def prefill_c128_folded(
     choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """``prefill_layer`` for a C128 layer through the folded route (``fold``: built once per step and head count)."""
-    from .forward import _check_layer, _choice_for, _stage_rows
+    from .forward import _check_prefill, _stage_rows
 
-    _check_layer(q, swa_cache, 128, compressed_cache, None, plan.num_tokens, attn_sink)
-    choice = _choice_for(q, choice)
+    swa_cache, compressed_cache, choice = _check_prefill(
+        plan, workspace, q, swa_cache, 128, compressed_cache, None, attn_sink, choice
+    )
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])

@@ -8,6 +8,9 @@ allocates nothing on the host side and never syncs, so it can be captured in
 a CUDA graph. Its C4 top-k is given as C4-cache ids with lengths, as SGLang's
 indexer writes them for its own paged attention.
 
+Both check their arguments once, at the top (``_check_layer``,
+``_check_caches``, ``_check_placement``), and then call the kernels' unchecked
+bodies; the public kernel functions keep their own checks for other callers.
 Which kernels run comes from a :class:`~sglang_dsv4_sparse.dispatch.KernelChoice`
 (``choice=``; None: the default one of q's device, read from the environment once).
 """
@@ -20,8 +23,11 @@ import torch
 
 from .. import layout as L
 from ..dispatch import KernelChoice, default_choice, paged_decode_attention, sparse_prefill_attention
-from ..kernels.dequant import dequantize_k_cache_paged
-from ..kernels.indices import combine_topk_swa_indices, combined_index_width
+from ..kernels.dequant import _dequantize_k_cache_paged
+from ..kernels.indices import combined_index_width
+from ..kernels.indices.combine import _combine_topk_swa_indices
+from ..kernels.sparse_attn.configs import MAX_BLOCK_H
+from ..kernels.sparse_attn.decode_paged import check_cache_aligned
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
@@ -48,8 +54,8 @@ class Workspace:
     """A bf16 ``[rows, 1, 512]`` buffer reused across layers and steps."""
 
     def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-        self._buf = torch.empty((0, 1, L.HEAD_DIM), dtype=torch.bfloat16, device=self.device)
+        self._buf = torch.empty((0, 1, L.HEAD_DIM), dtype=torch.bfloat16, device=device)
+        self.device = self._buf.device  # with its index ("cuda" -> "cuda:N"), as q.device has it
 
     def get(self, rows: int) -> torch.Tensor:
         if rows > self._buf.shape[0]:
@@ -58,9 +64,15 @@ class Workspace:
         return self._buf[:rows]
 
 
+# The kernels take 1..128 query heads (FlashMLA's and Triton's alike).
+MAX_HEADS = 2 * MAX_BLOCK_H
+
+
 def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, num_tokens, attn_sink):
-    check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM))
+    check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM), last_dim_contiguous=True)
     check_launch_device("q", q)
+    if not 1 <= q.shape[1] <= MAX_HEADS:
+        raise ValueError(f"q must have 1..{MAX_HEADS} heads, got {q.shape[1]}")
     check_int("compress_ratio", compress_ratio, allowed=L.LAYER_RATIOS)
     if not isinstance(swa_cache, torch.Tensor):
         raise TypeError("swa_cache must be a torch.Tensor (the layer's SWA V4 cache)")
@@ -69,29 +81,48 @@ def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, n
     if compress_ratio == 4:
         if topk_indices is None:
             raise ValueError("a C4 layer needs topk_indices (request-local compressed rows, -1 = hole)")
-        check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, device=q.device)
+        check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, device=q.device, last_dim_contiguous=True)
         if topk_indices.shape[0] != num_tokens:
             raise ValueError(f"topk_indices must have {num_tokens} rows, got {topk_indices.shape[0]}")
     if attn_sink is not None:
-        check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device)
+        check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device, contiguous=True)
 
 
-def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes) -> None:
-    """The layer's caches fit the plan's page sizes: checked here so the error names the layer's argument."""
-    _check_cache("swa_cache", swa_cache, swa_page_size)
-    if compress_ratio:
-        if compress_ratio not in compressed_page_sizes:
-            raise ValueError(
-                f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
-            )
-        _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio])
+def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes, device,
+                  aligned=False) -> tuple:
+    """The layer's caches fit the plan's page sizes and sit on ``device`` (16-byte aligned if ``aligned``).
+
+    Checked here so the error names the layer's argument. Returns both as the
+    ``(num_pages, page_bytes)`` uint8 views the kernels read (None for no compressed cache).
+    """
+    swa = _check_cache("swa_cache", swa_cache, swa_page_size, device, aligned)
+    if not compress_ratio:
+        return swa, None
+    if compress_ratio not in compressed_page_sizes:
+        raise ValueError(
+            f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
+        )
+    return swa, _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio], device, aligned)
 
 
-def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
-    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype)."""
+def _check_cache(name: str, cache: torch.Tensor, page_size: int, device: torch.device, aligned: bool) -> torch.Tensor:
+    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype), as its byte view."""
     if isinstance(cache, torch.Tensor) and cache.dim() == 4 and cache.element_size() == 1:
         cache = cache.view(torch.uint8)
-    L.as_byte_cache(cache, page_size, name)
+    cache = L.as_byte_cache(cache, page_size, name)
+    if cache.device != device:
+        raise ValueError(f"{name} must be on {device} (q's device), got {cache.device}")
+    if aligned:
+        check_cache_aligned(name, cache)
+    return cache
+
+
+def _check_placement(q: torch.Tensor, plan_tensor: torch.Tensor, workspace: Optional[Workspace] = None) -> None:
+    """The plan (one of its tensors) and the workspace sit on q's device: the kernels read all of them."""
+    if plan_tensor.device != q.device:
+        raise ValueError(f"the plan is on {plan_tensor.device}, q on {q.device}: build it from StepInputs on q's device")
+    if workspace is not None and workspace.device != q.device:
+        raise ValueError(f"workspace is on {workspace.device}, q on {q.device}")
 
 
 def _choice_for(q: torch.Tensor, choice: Optional[KernelChoice]) -> KernelChoice:
@@ -101,6 +132,15 @@ def _choice_for(q: torch.Tensor, choice: Optional[KernelChoice]) -> KernelChoice
     if choice.device != q.device:
         raise ValueError(f"choice was made for {choice.device}, q is on {q.device}")
     return choice
+
+
+def _check_prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice):
+    """A sparse-prefill layer's checks, made once: returns ``(swa bytes, compressed bytes, kernel choice)``."""
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
+    caches = _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device)
+    _check_placement(q, plan.query_pos, workspace)
+    return caches + (_choice_for(q, choice),)
 
 
 def prefill_layer(
@@ -126,12 +166,11 @@ def prefill_layer(
     they raise ``ValueError`` naming the argument.  A head whose q holds NaN
     or inf gives NaN. ``choice``: the kernels (None: the default of q's device).
     """
-    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    swa_cache, compressed_cache, choice = _check_prefill(
+        plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice
+    )
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
-    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
-    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
-    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -157,12 +196,15 @@ def prefill_layer(
 
 
 def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_ids=None, compressed_page_size=None):
-    """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window]."""
+    """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window].
+
+    The caches are the byte views the layer's checks returned.
+    """
     n = 0 if compressed_ids is None else compressed_ids.shape[0]
     kv = workspace.get(n + plan.total_swa)
     if compressed_ids is not None:
-        dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, out=kv[:n])
-    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[n:])
+        _dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, kv[:n])
+    _dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:])
     return kv
 
 
@@ -177,7 +219,7 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
         compressed_lens = None  # remapped picks are -1 or slots of the compacted rows
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
-    indices, lens = combine_topk_swa_indices(
+    indices, lens = _combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         plan.window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
@@ -239,9 +281,14 @@ def decode_layer(
     if compress_ratio == 4:
         if topk_lengths is None:
             raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
-        check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
+        check_tensor(
+            "topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device, contiguous=True
+        )
     sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
-    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
+    swa_cache, compressed_cache = _check_caches(
+        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    )
+    _check_placement(q, plan.swa_lens)
     choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
