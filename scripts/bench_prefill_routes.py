@@ -101,7 +101,8 @@ def useful_keys(plan, ratio: int) -> int:
 
 def run(quick: bool) -> tuple[float, list]:
     from sglang_dsv4_sparse.core.fold import build_c128_fold
-    from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, SHARED_ROW_MAX_HEADS, Workspace, prefill_layer
+    from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, prefill_layer
+    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS
 
     gen = torch.Generator().manual_seed(0)
     tflops = matmul_tflops()

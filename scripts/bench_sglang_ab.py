@@ -71,7 +71,7 @@ def plan_rows(args):
     if args.tiny:
         return ([(16, 0, 1), (16, 300, 2)], [(1, 300), (2, 600)], (16,))
     if args.quick:
-        return ([(8192, 0, 1), (8192, 120_000, 1)], [(1, 8192), (64, 8192)], (16, 64))
+        return ([(8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1)], [(1, 8192), (64, 8192)], (8, 16, 64))
     extends = [(c, p, n) for c in (8192, 32768) for p in (0, 120_000, 1_000_000) for n in (1, 4)]
     decodes = [(b, ctx) for b in (1, 8, 64, 128) for ctx in (8192, 131072)]
     return extends, decodes, (8, 16, 64)
@@ -210,7 +210,7 @@ def _factories():
 
 # Our backend run again under another setting, below 64 heads and on extends only (where it differs
 # from ``ours``): ``ours_index`` one index row per query on every layer (FlashMLA on the padded query),
-# what ``auto`` ran before the shared-row routes (core/forward.py, auto_prefill_route).
+# what ``auto`` ran before the shared-row routes (dispatch.KernelChoice.prefill_route).
 VARIANTS = {
     "ours_index": {"SGLANG_DSV4_SPARSE_PREFILL_ROUTE": "index"},
 }

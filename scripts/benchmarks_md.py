@@ -84,8 +84,9 @@ fp8 V4 caches of quantized random rows), SGLang's `ForwardBatch`es, the same que
 wall time of metadata plus one layer of each kind (SGLang builds its sparse-prefill cache in the first
 layer, so only `step` compares all work); `ratio` = ours / SGLang. Decode replays a CUDA graph of
 `init_forward_metadata_in_graph`, a stand-in indexer and the three layers (median of 20). At 8 and 16 heads
-both get the query zero-padded to 64, as the model hands it over; `ours` ran `auto` as it was then
-(native-head Triton), `fm` ours with FlashMLA on the padded query, what `auto` runs since this run.
+both get the query zero-padded to 64, as the model hands it over; there `ours` runs `auto` (on extends the
+shared-row routes of section 5 at the real heads) and `index` is ours with index rows on every layer
+(`SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index`: FlashMLA on the padded query, what `auto` ran before).
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
     """
@@ -97,7 +98,7 @@ query through FlashMLA on the query zero-padded to 64 heads; "shared" the shared
 window through the shared-row kernel; "folded" (C128) each group of `64 // h` queries' shared compressed
 rows through FlashMLA at full width, the rest through the shared-row kernel. The compute floor counts the
 keys each query reads (`4 * h * 512` FLOPs a key) at the bf16 matmul rate measured in the same run.
-`auto` (core/forward.py, `auto_prefill_route`) takes "shared" for window-only and "folded" for C128 layers
+`auto` (`dispatch.KernelChoice.prefill_route`) takes "shared" for window-only and "folded" for C128 layers
 below 64 heads, "index" elsewhere.
 """,
     ("bench_prefill_routes.py", "bench_prefill_routes.json"),

@@ -16,20 +16,43 @@ heads; BENCHMARKS.md (section 4) has the table and docs/design-notes.md the
 history.
 Triton runs where FlashMLA cannot (other GPUs, no wheel, more than 128
 heads) or when forced.
+
+The choice is made once, as a :class:`KernelChoice` (the environment and
+FlashMLA's usability on one device), and passed down: the SGLang backend makes
+one when it is built; a core call given none uses :func:`default_choice`.
+``use_flashmla`` / ``heads_to_run`` / ``describe`` stay for other callers and
+read the environment at each call.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
 from . import layout as L
+from .kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged
+from .kernels.sparse_attn.prefill import _sparse_mla_fwd
+from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 
 KERNEL_CHOICES = ("auto", "flashmla", "triton")
 FLASHMLA_HEADS = (64, 128)
+# Sparse-prefill routes (core/forward.py, PREFILL_ROUTES): "auto" takes the
+# shared-row routes where they measured faster; "index" keeps one index row per
+# query on every layer.
+PREFILL_ROUTE_ENV = "SGLANG_DSV4_SPARSE_PREFILL_ROUTE"
+PREFILL_ROUTE_CHOICES = ("auto", "index")
+
+
+def requested_prefill_routes() -> str:
+    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE`` (default ``auto``)."""
+    value = os.environ.get(PREFILL_ROUTE_ENV, "auto").strip().lower() or "auto"
+    if value not in PREFILL_ROUTE_CHOICES:
+        raise ValueError(f"{PREFILL_ROUTE_ENV} must be one of {PREFILL_ROUTE_CHOICES}, got {os.environ[PREFILL_ROUTE_ENV]!r}")
+    return value
 
 
 def requested_kernels() -> str:
@@ -64,35 +87,124 @@ def flashmla_padded_heads(num_heads: int) -> Optional[int]:
     return next((h for h in FLASHMLA_HEADS if h >= num_heads), None)
 
 
-def use_flashmla(device: torch.device, num_heads: int) -> bool:
-    """Whether this call goes to FlashMLA (heads padded up to 64 or 128) under the current choice."""
-    choice = requested_kernels()
-    if choice == "triton" or device.type != "cuda":
+@dataclass(frozen=True)
+class KernelChoice:
+    """Which attention kernels and routes run on one device: ``SGLANG_DSV4_SPARSE_KERNELS``,
+    ``SGLANG_DSV4_SPARSE_PREFILL_ROUTE`` and FlashMLA's usability, read once.
+
+    Made by :meth:`from_env`: the SGLang backend makes one when it is built and
+    passes it to the core; a core call given none uses :func:`default_choice`
+    (one per device, made at its first use). Nothing here reads the
+    environment again, so a change to either variable after a choice is made
+    needs a new one.
+
+    Every answer about which kernel runs, at how many heads, and by which
+    sparse-prefill route, comes from here.
+    """
+
+    requested: str  # "auto", "flashmla" or "triton"
+    device: torch.device
+    flashmla_usable: bool
+    flashmla_why: str  # why FlashMLA can or cannot run on ``device``
+    prefill_routes: str = "auto"  # "auto" or "index"
+
+    @classmethod
+    def from_env(cls, device) -> "KernelChoice":
+        """Read ``SGLANG_DSV4_SPARSE_KERNELS`` and FlashMLA's status on ``device`` (CUDA without an index: the current GPU)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+        requested = requested_kernels()
+        usable, why = flashmla_status(device.index) if device.type == "cuda" else (False, "no CUDA device")
+        return cls(requested, device, usable, why, requested_prefill_routes())
+
+    @functools.cached_property
+    def flashmla_legacy(self) -> bool:
+        """FlashMLA's SM90 sparse kernels sit behind ``use_legacy=True`` (asked once, where FlashMLA runs)."""
+        return flashmla_use_legacy(self.device)
+
+    def use_flashmla(self, num_heads: int) -> bool:
+        """Whether a call of ``num_heads`` heads goes to FlashMLA (heads zero-padded up to 64 or 128)."""
+        if self.requested == "triton" or self.device.type != "cuda":
+            if self.requested == "flashmla":
+                raise RuntimeError("SGLANG_DSV4_SPARSE_KERNELS=flashmla needs a CUDA device")
+            return False
+        padded = flashmla_padded_heads(num_heads)
+        if self.requested == "flashmla":
+            if not self.flashmla_usable:
+                raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA cannot run: {self.flashmla_why}")
+            if padded is None:
+                raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA takes at most 128 heads, got {num_heads}")
+            return True
+        return self.flashmla_usable and padded is not None
+
+    def padded_heads(self, num_heads: int) -> int:
+        """The head count a call of ``num_heads`` heads runs at: FlashMLA's 64 or 128 where it runs, else ``num_heads``."""
+        return flashmla_padded_heads(num_heads) if self.use_flashmla(num_heads) else num_heads
+
+    def prefill_route(self, compress_ratio: int, heads: int) -> str:
+        """A sparse-prefill layer's route (``core.forward.PREFILL_ROUTES``) at ``heads`` real heads.
+
+        Under ``auto``, below 64 heads the window-only layer runs "shared" and
+        the C128 layer "folded": both were faster than FlashMLA on the
+        zero-padded query in every case of scripts/bench_prefill_routes.py
+        (8 and 16 heads; 8k chunk at 120k, 32k chunk at 1M). C4 stays on
+        "index" (its "split" route measured slower: its top-k, not its
+        window, is the traffic). At 64 heads and more FlashMLA runs unpadded
+        and "index" was fastest everywhere. Figures: BENCHMARKS.md section 5;
+        history: docs/design-notes.md, "Shared-row prefill". The routes run
+        the same on every device (on Triton-only GPUs, not measured).
+        """
+        if self.prefill_routes == "index" or heads >= SHARED_ROW_MAX_HEADS or compress_ratio == 4:
+            return "index"
+        return "shared" if compress_ratio == 0 else "folded"
+
+    def heads_to_run(self, real_heads: int, available_heads: int) -> int:
+        """How many of a (possibly zero-padded) query's heads to hand the kernels.
+
+        SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the
+        padded query goes as it is (no copy), and the Triton kernels get the
+        real heads only. The answer depends on head counts only, so it is the
+        same at CUDA-graph capture and replay.
+        """
+        if available_heads in FLASHMLA_HEADS and self.use_flashmla(available_heads):
+            return available_heads
+        return real_heads
+
+    def describe(self) -> str:
+        """One line naming the kernels in use, for the plugin's log."""
+        choice, why = self.requested, self.flashmla_why
+        if self.device.type != "cuda":
+            return f"kernels={choice}: Triton (no CUDA device)"
+        if choice == "triton":
+            return "kernels=triton: Triton everywhere (forced)"
+        if not self.flashmla_usable:
+            if choice == "flashmla":
+                return f"kernels=flashmla: ERROR, FlashMLA cannot run ({why})"
+            return f"kernels={choice}: Triton ({why})"
         if choice == "flashmla":
-            raise RuntimeError("SGLANG_DSV4_SPARSE_KERNELS=flashmla needs a CUDA device")
-        return False
-    usable, why = flashmla_status(device.index or 0)
-    padded = flashmla_padded_heads(num_heads)
-    if choice == "flashmla":
-        if not usable:
-            raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA cannot run: {why}")
-        if padded is None:
-            raise RuntimeError(f"SGLANG_DSV4_SPARSE_KERNELS=flashmla but FlashMLA takes at most 128 heads, got {num_heads}")
-        return True
-    return usable and padded is not None
+            return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
+        return f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton past 128 heads"
+
+
+@functools.lru_cache(maxsize=None)
+def default_choice(device: torch.device) -> KernelChoice:
+    """The choice of a core call given none: made from the environment at the first call on ``device``, then kept.
+
+    After changing ``SGLANG_DSV4_SPARSE_KERNELS``, pass ``choice=KernelChoice.from_env(device)``
+    (or call ``default_choice.cache_clear()``).
+    """
+    return KernelChoice.from_env(device)
+
+
+def use_flashmla(device: torch.device, num_heads: int) -> bool:
+    """:meth:`KernelChoice.use_flashmla` under the environment as it is now (read at every call)."""
+    return KernelChoice.from_env(device).use_flashmla(num_heads)
 
 
 def heads_to_run(real_heads: int, available_heads: int, device: torch.device) -> int:
-    """How many of a (possibly zero-padded) query's heads to hand the kernels.
-
-    SGLang pads a rank's heads to 64 for FlashMLA; when FlashMLA runs, the padded
-    query goes as it is (no copy), and the Triton kernels get the real heads only.
-    The choice depends on head counts only, so it is the same at CUDA-graph
-    capture and replay.
-    """
-    if available_heads in FLASHMLA_HEADS and use_flashmla(device, available_heads):
-        return available_heads
-    return real_heads
+    """:meth:`KernelChoice.heads_to_run` under the environment as it is now (read at every call)."""
+    return KernelChoice.from_env(device).heads_to_run(real_heads, available_heads)
 
 
 def _pad_heads(q: torch.Tensor, attn_sink: Optional[torch.Tensor], head_dim: int):
@@ -113,20 +225,8 @@ def _pad_heads(q: torch.Tensor, attn_sink: Optional[torch.Tensor], head_dim: int
 
 
 def describe(device: Optional[torch.device] = None) -> str:
-    """One line naming the kernels in use, for the plugin's log."""
-    choice = requested_kernels()
-    if device is None or device.type != "cuda":
-        return f"kernels={choice}: Triton (no CUDA device)"
-    usable, why = flashmla_status(device.index or 0)
-    if choice == "triton":
-        return "kernels=triton: Triton everywhere (forced)"
-    if not usable:
-        if choice == "flashmla":
-            return f"kernels=flashmla: ERROR, FlashMLA cannot run ({why})"
-        return f"kernels={choice}: Triton ({why})"
-    if choice == "flashmla":
-        return f"kernels=flashmla: FlashMLA everywhere ({why}; heads zero-padded to 64/128)"
-    return f"kernels=auto: FlashMLA ({why}; heads zero-padded to 64/128), Triton past 128 heads"
+    """One line naming the kernels in use, for the plugin's log (the environment as it is now)."""
+    return KernelChoice.from_env("cpu" if device is None else device).describe()
 
 
 def sparse_prefill_attention(
@@ -136,9 +236,16 @@ def sparse_prefill_attention(
     topk_length: torch.Tensor,
     attn_sink: Optional[torch.Tensor],
     sm_scale: float = L.SOFTMAX_SCALE,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
-    """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace."""
-    return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale)[0]
+    """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace.
+
+    The arguments are not checked here: the core checks its own once a layer,
+    at its boundary (``kernels.sparse_attn.sparse_mla_fwd`` is the checked
+    kernel). ``choice``: None is :func:`default_choice` of ``q``'s device.
+    """
+    return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale, choice=choice)[0]
 
 
 def sparse_prefill_attention_lse(
@@ -148,19 +255,20 @@ def sparse_prefill_attention_lse(
     topk_length: torch.Tensor,
     attn_sink: Optional[torch.Tensor] = None,
     sm_scale: float = L.SOFTMAX_SCALE,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_prefill_attention` and each head's natural-log lse (``+inf`` for a row with no key)."""
-    if use_flashmla(q.device, q.shape[1]):
+    choice = choice if choice is not None else default_choice(q.device)
+    if choice.use_flashmla(q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
         q_run, sink_run = _pad_heads(q, attn_sink, 1)
         out, _, lse = flash_mla_sparse_fwd(
-            q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=flashmla_use_legacy(q.device)
+            q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=choice.flashmla_legacy
         )
         return out[:, : q.shape[1]], lse[:, : q.shape[1]]
-    from .kernels.sparse_attn import sparse_mla_fwd
-
-    out, _, lse = sparse_mla_fwd(q, kv, indices, sm_scale, L.HEAD_DIM, attn_sink, topk_length)
+    out, _, lse = _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length)
     return out, lse
 
 
@@ -177,13 +285,21 @@ def paged_decode_attention(
     extra_topk_length: Optional[torch.Tensor] = None,
     sched_meta=None,
     sm_scale: float = L.SOFTMAX_SCALE,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """Sparse attention straight from the paged fp8 caches: ``q [b, s_q, h, 512]``.
 
-    ``sched_meta`` is FlashMLA's scheduler metadata, shared by every layer that
-    has the same shapes and lengths (one per compress ratio per step).
+    The caches come as ``(num_pages, page_bytes)`` uint8 views, 16-byte
+    aligned (what the core's checks return); like the other arguments they
+    are not checked here (``kernels.sparse_attn.sparse_mla_decode_paged`` is
+    the checked kernel). ``sched_meta`` is FlashMLA's scheduler metadata,
+    shared by every layer that has the same shapes and lengths (one per
+    compress ratio per step). ``choice``: None is :func:`default_choice` of
+    ``q``'s device.
     """
-    if use_flashmla(q.device, q.shape[2]):
+    choice = choice if choice is not None else default_choice(q.device)
+    if choice.use_flashmla(q.shape[2]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
         main = L.flashmla_cache_view(k_cache, page_size)
@@ -196,15 +312,12 @@ def paged_decode_attention(
             softmax_scale=sm_scale, is_fp8_kvcache=True, indices=indices, attn_sink=sink_run,
             extra_k_cache=extra, extra_indices_in_kvcache=extra_indices,
             topk_length=topk_length, extra_topk_length=extra_topk_length,
-            use_legacy=flashmla_use_legacy(q.device),
+            use_legacy=choice.flashmla_legacy,
         )
         return out[:, :, : q.shape[2]]
-    from .kernels.sparse_attn import sparse_mla_decode_paged
-
-    out, _ = sparse_mla_decode_paged(
-        q, k_cache, indices, topk_length=topk_length, attn_sink=attn_sink,
-        extra_k_cache=extra_k_cache, extra_indices_in_kvcache=extra_indices, extra_topk_length=extra_topk_length,
-        softmax_scale=sm_scale, head_dim_v=L.HEAD_DIM, page_size=page_size, extra_page_size=extra_page_size,
+    out, _ = _sparse_mla_decode_paged(
+        q, k_cache, page_size, indices, topk_length, attn_sink,
+        extra_k_cache, extra_page_size, extra_indices, extra_topk_length, sm_scale,
     )
     return out
 

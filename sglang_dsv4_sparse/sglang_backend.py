@@ -74,7 +74,7 @@ import torch
 from . import dispatch
 from . import layout as L
 from .core.fold import C128Fold, build_c128_fold
-from .core.forward import Workspace, auto_prefill_route, decode_layer, prefill_layer
+from .core.forward import Workspace, decode_layer, prefill_layer
 from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
 from .validation import bounds_check_enabled, env_flag
@@ -83,11 +83,6 @@ logger = logging.getLogger(__name__)
 
 SUPPORTED_SGLANG_VERSIONS = ("0.5.23",)
 SWITCH_ENV = "SGLANG_DSV4_SPARSE"
-# Sparse-prefill routes (core/forward.py, PREFILL_ROUTES): "auto" takes the
-# shared-row routes below 64 heads where they measured faster; "index" keeps one
-# index row per query everywhere (FlashMLA on the zero-padded query).
-PREFILL_ROUTE_ENV = "SGLANG_DSV4_SPARSE_PREFILL_ROUTE"
-PREFILL_ROUTE_CHOICES = ("auto", "index")
 BACKEND_NAME = "DeepseekV4SparseAttnBackend"
 
 ROUTE_SPARSE_PREFILL = "sparse_prefill"
@@ -234,7 +229,7 @@ def create_backend(runner, fallback: Callable[[Any], Any]):
     backend = cls(runner)
     _log_once(
         logging.INFO, "backend:ours", "Using %s for dsv4 attention (%s)", BACKEND_NAME,
-        dispatch.describe(backend.device),
+        backend._dsv4_choice.describe(),
     )
     return backend
 
@@ -255,14 +250,6 @@ class StepState:
     num_tokens: int
     in_graph: bool = False  # built while a CUDA graph was being captured
     c128_folds: Dict[int, C128Fold] = field(default_factory=dict)  # per head count, built by the first C128 layer
-
-
-def _prefill_route_setting() -> str:
-    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE``, read once per backend (default ``auto``)."""
-    value = os.environ.get(PREFILL_ROUTE_ENV, "auto").strip().lower() or "auto"
-    if value not in PREFILL_ROUTE_CHOICES:
-        raise ValueError(f"{PREFILL_ROUTE_ENV} must be one of {PREFILL_ROUTE_CHOICES}, got {os.environ[PREFILL_ROUTE_ENV]!r}")
-    return value
 
 
 def _int_list(values) -> list:
@@ -286,7 +273,8 @@ class _SparseBackendMixin:
         self._dsv4_step: Optional[StepState] = None
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
-        self._dsv4_prefill_route = _prefill_route_setting()
+        # Which kernels run (SGLANG_DSV4_SPARSE_KERNELS, FlashMLA's usability), decided once for the backend.
+        self._dsv4_choice = dispatch.KernelChoice.from_env(self.device)
 
     # ---- what falls back: one check per step, one per layer ----------------
 
@@ -497,7 +485,7 @@ class _SparseBackendMixin:
             extend_lens_cpu=extend_lens_cpu,
             positions=core.positions_casual[:num_tokens],
         )
-        row_limit = paged_kernel_row_limit(self.device, self._dsv4_router_heads)
+        row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
         if use_sparse_prefill(num_tokens, row_limit=row_limit, flag=sparse_prefill_flag()):
             return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, build_prefill_plan(inputs), num_tokens)
         return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_tokens), num_tokens)
@@ -591,7 +579,7 @@ class _SparseBackendMixin:
         # SGLang pads a tensor-parallel rank's heads to FlashMLA's 64 (zeros or
         # garbage past the real ones): FlashMLA takes the padded query as it is,
         # the Triton kernels and the shared-row routes the real heads only
-        # (dispatch.heads_to_run, auto_prefill_route).
+        # (KernelChoice.heads_to_run and prefill_route).
         route = self._prefill_route(step, layer, q, compress_ratio)
         heads = self._kernel_heads(layer, q) if route in (None, "index") else self._real_heads(layer, q)
         q_run = q[:, :heads]
@@ -604,10 +592,10 @@ class _SparseBackendMixin:
                 if fold is None:
                     fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
-                                compressed_cache, topk, sink, route=route, fold=fold)
+                                compressed_cache, topk, sink, route=route, fold=fold, choice=self._dsv4_choice)
         else:
             out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
-                               topk_lengths=topk_lengths)
+                               topk_lengths=topk_lengths, choice=self._dsv4_choice)
         if heads == q.shape[1]:
             return out
         full = q.new_empty(q.shape)
@@ -616,12 +604,10 @@ class _SparseBackendMixin:
         return full
 
     def _prefill_route(self, step: StepState, layer, q: torch.Tensor, compress_ratio: int) -> Optional[str]:
-        """The layer's sparse-prefill route (None on the paged route): by the real head count under ``auto``."""
+        """The layer's sparse-prefill route (None on the paged route), by its real head count."""
         if step.route != ROUTE_SPARSE_PREFILL:
             return None
-        if self._dsv4_prefill_route == "index":
-            return "index"
-        return auto_prefill_route(compress_ratio, self._real_heads(layer, q))
+        return self._dsv4_choice.prefill_route(compress_ratio, self._real_heads(layer, q))
 
     @staticmethod
     def _real_heads(layer, q: torch.Tensor) -> int:
@@ -647,7 +633,7 @@ class _SparseBackendMixin:
         real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
         if real >= q.shape[1]:
             return q.shape[1]
-        return dispatch.heads_to_run(real, q.shape[1], q.device)
+        return self._dsv4_choice.heads_to_run(real, q.shape[1])
 
     @staticmethod
     def _estimate_kernel_heads(model_runner) -> int:

@@ -64,3 +64,90 @@ def test_env_flags_parse_one_way(monkeypatch):
     monkeypatch.setenv("DSV4_TEST_FLAG", "maybe")
     with pytest.raises(ValueError, match="DSV4_TEST_FLAG"):
         env_flag("DSV4_TEST_FLAG", True)
+
+
+HEADS = (8, 16, 64, 128, 200)
+
+
+def _fake_flashmla(monkeypatch, usable: bool):
+    status = (True, "SM90 with flash_mla (test)") if usable else (False, "flash_mla does not import (test)")
+    monkeypatch.setattr(dispatch, "flashmla_status", lambda index=0: status)
+
+
+@pytest.fixture
+def fresh_default_choice():
+    dispatch.default_choice.cache_clear()
+    yield
+    dispatch.default_choice.cache_clear()
+
+
+def test_kernel_choice_reads_the_environment_once(monkeypatch, fresh_default_choice):
+    _fake_flashmla(monkeypatch, True)
+    reads = []
+    real = dispatch.requested_kernels
+    monkeypatch.setattr(dispatch, "requested_kernels", lambda: reads.append(1) or real())
+    dev = torch.device("cuda", 0)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "triton")
+    choice = dispatch.KernelChoice.from_env(dev)
+    default = dispatch.default_choice(dev)
+    assert len(reads) == 2
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
+    for heads in HEADS:
+        assert not choice.use_flashmla(heads) and choice.padded_heads(heads) == heads
+        assert choice.heads_to_run(heads, 64) == heads
+    assert dispatch.default_choice(dev) is default and not default.use_flashmla(64)
+    assert len(reads) == 2, "answers and the cached default read nothing"
+    # A new choice sees the change (as do the thin functions, which make one per call).
+    assert dispatch.KernelChoice.from_env(dev).use_flashmla(64) and dispatch.use_flashmla(dev, 64)
+    dispatch.default_choice.cache_clear()
+    assert dispatch.default_choice(dev).use_flashmla(64)
+
+
+@pytest.mark.parametrize("usable", [True, False])
+@pytest.mark.parametrize("kernels", ["auto", "triton", "flashmla"])
+def test_kernel_choice_answers_per_head_count(monkeypatch, usable, kernels):
+    # What the rule has been: auto runs FlashMLA where it is usable at <= 128 heads, zero-padded to
+    # 64/128; triton never; flashmla forced runs it or fails loudly.
+    _fake_flashmla(monkeypatch, usable)
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", kernels)
+    dev = torch.device("cuda", 0)
+    choice = dispatch.KernelChoice.from_env(dev)
+    for heads in HEADS:
+        padded = dispatch.flashmla_padded_heads(heads)
+        available = padded or heads  # SGLang pads a rank's heads to 64 (or 128)
+        flashmla = kernels != "triton" and usable and padded is not None
+        if kernels == "flashmla" and not flashmla:
+            with pytest.raises(RuntimeError, match="SGLANG_DSV4_SPARSE_KERNELS=flashmla"):
+                choice.use_flashmla(heads)
+            continue
+        assert choice.use_flashmla(heads) is flashmla == dispatch.use_flashmla(dev, heads)
+        assert choice.padded_heads(heads) == (padded if flashmla else heads)
+        want = available if flashmla else heads
+        assert choice.heads_to_run(heads, available) == want == dispatch.heads_to_run(heads, available, dev)
+    assert choice.describe() == dispatch.describe(dev)
+
+
+def test_kernel_choice_on_the_cpu(monkeypatch):
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "auto")
+    choice = dispatch.KernelChoice.from_env("cpu")
+    assert choice.device == torch.device("cpu") and not choice.flashmla_usable
+    assert [choice.heads_to_run(h, 64) for h in (8, 16, 64)] == [8, 16, 64]
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "flashmla")
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        dispatch.KernelChoice.from_env("cpu").use_flashmla(64)
+
+
+def test_prefill_routes_by_layer_and_head_count(monkeypatch):
+    # auto: below 64 heads window-only layers share rows and C128 layers fold; C4 and 64+ heads keep index rows.
+    monkeypatch.delenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", raising=False)
+    choice = dispatch.KernelChoice.from_env("cpu")
+    expected = {8: ("shared", "index", "folded"), 16: ("shared", "index", "folded"), 63: ("shared", "index", "folded"),
+                64: ("index",) * 3, 128: ("index",) * 3}
+    for heads, routes in expected.items():
+        assert tuple(choice.prefill_route(r, heads) for r in (0, 4, 128)) == routes, heads
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", "index")
+    assert choice.prefill_route(0, 16) == "shared"  # read once, when the choice was made
+    assert dispatch.KernelChoice.from_env("cpu").prefill_route(0, 16) == "index"
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", "fast")
+    with pytest.raises(ValueError, match="SGLANG_DSV4_SPARSE_PREFILL_ROUTE"):
+        dispatch.KernelChoice.from_env("cpu")

@@ -25,14 +25,10 @@ from typing import Optional
 
 import torch
 
-from ..dispatch import sparse_prefill_attention_lse
+from ..dispatch import KernelChoice, sparse_prefill_attention_lse
 from ..kernels.indices import combined_index_width
-from ..kernels.sparse_attn.shared_rows import queries_per_tile, shared_rows_attention
+from ..kernels.sparse_attn.shared_rows import _shared_rows_attention, queries_per_tile
 from .plan import PrefillPlan
-
-# FlashMLA's narrower head count on SM90; a group fills it.
-FOLD_WIDTH = 64
-
 
 @dataclass
 class C128Fold:
@@ -79,42 +75,31 @@ def build_c128_fold(plan: PrefillPlan, heads: int) -> C128Fold:
 
 
 def c128_folded_attention(
-    plan: PrefillPlan, fold: C128Fold, q: torch.Tensor, kv: torch.Tensor, attn_sink: Optional[torch.Tensor]
+    plan: PrefillPlan,
+    fold: C128Fold,
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    attn_sink: Optional[torch.Tensor],
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
-    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``."""
+    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``.
+
+    Unchecked (``prefill_layer(..., route="folded")`` checks its arguments); ``choice``: None is the default of q's device.
+    """
     num_tokens, heads, dim = q.shape
     g, folded = fold.group_size, fold.folded_tokens
     prior = None
     # FlashMLA takes no index row of width 0 (a step whose requests have no compressed row yet).
     if folded and fold.shared_indices.shape[1]:
         wide = q[:folded].reshape(folded // g, g * heads, dim)
-        out_shared, lse_shared = sparse_prefill_attention_lse(wide, kv, fold.shared_indices[:, None, :], fold.shared_lens)
+        out_shared, lse_shared = sparse_prefill_attention_lse(
+            wide, kv, fold.shared_indices[:, None, :], fold.shared_lens, choice=choice
+        )
         prior = (out_shared.reshape(folded, heads, dim), lse_shared.reshape(folded, heads).contiguous())
     rows = plan.compressed[128]
-    return shared_rows_attention(
+    return _shared_rows_attention(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, rows.swa_base, plan.window,
         128, rows.base, attn_sink, skip_rows=fold.skip_rows, prior=prior,
     )[0]
 
-
-def prefill_c128_folded(
-    plan: PrefillPlan,
-    workspace,
-    q: torch.Tensor,
-    swa_cache: torch.Tensor,
-    compressed_cache: torch.Tensor,
-    attn_sink: Optional[torch.Tensor] = None,
-    fold: Optional[C128Fold] = None,
-) -> torch.Tensor:
-    """``prefill_layer`` for a C128 layer through the folded route (``fold``: built once per step and head count)."""
-    from .forward import _check_layer, _stage_rows
-
-    _check_layer(q, swa_cache, 128, compressed_cache, None, plan.num_tokens, attn_sink)
-    if plan.num_tokens == 0:
-        return q.new_empty(q.shape)
-    if q.shape[1] > FOLD_WIDTH:
-        raise ValueError(f"the folded C128 route takes 1..{FOLD_WIDTH} heads, got q with {q.shape[1]}")
-    fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
-    rows = plan.compressed[128]
-    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
-    return c128_folded_attention(plan, fold, q, kv, attn_sink)

@@ -7,6 +7,12 @@ rows) into the shared workspace, then attends through FlashMLA or Triton.
 allocates nothing on the host side and never syncs, so it can be captured in
 a CUDA graph. Its C4 top-k is given as C4-cache ids with lengths, as SGLang's
 indexer writes them for its own paged attention.
+
+Both check their arguments once, at the top (``_check_layer``,
+``_check_caches``, ``_check_placement``), and then call the kernels' unchecked
+bodies; the public kernel functions keep their own checks for other callers.
+Which kernels run comes from a :class:`~sglang_dsv4_sparse.dispatch.KernelChoice`
+(``choice=``; None: the default one of q's device, read from the environment once).
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from typing import Optional
 import torch
 
 from .. import layout as L
-from ..dispatch import paged_decode_attention, sparse_prefill_attention, sparse_prefill_attention_lse
-from ..kernels.dequant import dequantize_k_cache_paged
-from ..kernels.indices import combine_topk_swa_indices, combined_index_width
-from ..kernels.sparse_attn.shared_rows import shared_rows_attention
+from ..dispatch import (
+    SHARED_ROW_MAX_HEADS, KernelChoice, default_choice, paged_decode_attention, sparse_prefill_attention,
+    sparse_prefill_attention_lse,
+)
+from ..kernels.dequant import _dequantize_k_cache_paged
+from ..kernels.indices import combined_index_width
+from ..kernels.indices.combine import _combine_topk_swa_indices
+from ..kernels.sparse_attn.configs import MAX_BLOCK_H
+from ..kernels.sparse_attn.decode_paged import check_cache_aligned
+from ..kernels.sparse_attn.shared_rows import _shared_rows_attention
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .fold import build_c128_fold, c128_folded_attention
@@ -47,8 +59,8 @@ class Workspace:
     """A bf16 ``[rows, 1, 512]`` buffer reused across layers and steps."""
 
     def __init__(self, device: torch.device):
-        self.device = torch.device(device)
-        self._buf = torch.empty((0, 1, L.HEAD_DIM), dtype=torch.bfloat16, device=self.device)
+        self._buf = torch.empty((0, 1, L.HEAD_DIM), dtype=torch.bfloat16, device=device)
+        self.device = self._buf.device  # with its index ("cuda" -> "cuda:N"), as q.device has it
 
     def get(self, rows: int) -> torch.Tensor:
         if rows > self._buf.shape[0]:
@@ -57,9 +69,15 @@ class Workspace:
         return self._buf[:rows]
 
 
+# The kernels take 1..128 query heads (FlashMLA's and Triton's alike).
+MAX_HEADS = 2 * MAX_BLOCK_H
+
+
 def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, num_tokens, attn_sink):
-    check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM))
+    check_tensor("q", q, dtypes=(torch.bfloat16,), shape=(num_tokens, None, L.HEAD_DIM), last_dim_contiguous=True)
     check_launch_device("q", q)
+    if not 1 <= q.shape[1] <= MAX_HEADS:
+        raise ValueError(f"q must have 1..{MAX_HEADS} heads, got {q.shape[1]}")
     check_int("compress_ratio", compress_ratio, allowed=L.LAYER_RATIOS)
     if not isinstance(swa_cache, torch.Tensor):
         raise TypeError("swa_cache must be a torch.Tensor (the layer's SWA V4 cache)")
@@ -68,29 +86,66 @@ def _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, n
     if compress_ratio == 4:
         if topk_indices is None:
             raise ValueError("a C4 layer needs topk_indices (request-local compressed rows, -1 = hole)")
-        check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, device=q.device)
+        check_tensor("topk_indices", topk_indices, dtypes=INDEX_DTYPES, ndim=2, device=q.device, last_dim_contiguous=True)
         if topk_indices.shape[0] != num_tokens:
             raise ValueError(f"topk_indices must have {num_tokens} rows, got {topk_indices.shape[0]}")
     if attn_sink is not None:
-        check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device)
+        check_tensor("attn_sink", attn_sink, dtypes=(torch.float32,), shape=(q.shape[1],), device=q.device, contiguous=True)
 
 
-def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes) -> None:
-    """The layer's caches fit the plan's page sizes: checked here so the error names the layer's argument."""
-    _check_cache("swa_cache", swa_cache, swa_page_size)
-    if compress_ratio:
-        if compress_ratio not in compressed_page_sizes:
-            raise ValueError(
-                f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
-            )
-        _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio])
+def _check_caches(swa_cache, swa_page_size, compress_ratio, compressed_cache, compressed_page_sizes, device,
+                  aligned=False) -> tuple:
+    """The layer's caches fit the plan's page sizes and sit on ``device`` (16-byte aligned if ``aligned``).
+
+    Checked here so the error names the layer's argument. Returns both as the
+    ``(num_pages, page_bytes)`` uint8 views the kernels read (None for no compressed cache).
+    """
+    swa = _check_cache("swa_cache", swa_cache, swa_page_size, device, aligned)
+    if not compress_ratio:
+        return swa, None
+    if compress_ratio not in compressed_page_sizes:
+        raise ValueError(
+            f"compress_ratio={compress_ratio} but the plan was built without compressed_page_tables[{compress_ratio}]"
+        )
+    return swa, _check_cache("compressed_cache", compressed_cache, compressed_page_sizes[compress_ratio], device, aligned)
 
 
-def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
-    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype)."""
+def _check_cache(name: str, cache: torch.Tensor, page_size: int, device: torch.device, aligned: bool) -> torch.Tensor:
+    """A ``(num_pages, page_bytes)`` V4 cache, or FlashMLA's 4-D view of one (any 1-byte dtype), as its byte view."""
     if isinstance(cache, torch.Tensor) and cache.dim() == 4 and cache.element_size() == 1:
         cache = cache.view(torch.uint8)
-    L.as_byte_cache(cache, page_size, name)
+    cache = L.as_byte_cache(cache, page_size, name)
+    if cache.device != device:
+        raise ValueError(f"{name} must be on {device} (q's device), got {cache.device}")
+    if aligned:
+        check_cache_aligned(name, cache)
+    return cache
+
+
+def _check_placement(q: torch.Tensor, plan_tensor: torch.Tensor, workspace: Optional[Workspace] = None) -> None:
+    """The plan (one of its tensors) and the workspace sit on q's device: the kernels read all of them."""
+    if plan_tensor.device != q.device:
+        raise ValueError(f"the plan is on {plan_tensor.device}, q on {q.device}: build it from StepInputs on q's device")
+    if workspace is not None and workspace.device != q.device:
+        raise ValueError(f"workspace is on {workspace.device}, q on {q.device}")
+
+
+def _choice_for(q: torch.Tensor, choice: Optional[KernelChoice]) -> KernelChoice:
+    """``choice``, made for q's device, or (None) the default choice of q's device."""
+    if choice is None:
+        return default_choice(q.device)
+    if choice.device != q.device:
+        raise ValueError(f"choice was made for {choice.device}, q is on {q.device}")
+    return choice
+
+
+def _check_prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice):
+    """A sparse-prefill layer's checks, made once: returns ``(swa bytes, compressed bytes, kernel choice)``."""
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
+    caches = _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device)
+    _check_placement(q, plan.query_pos, workspace)
+    return caches + (_choice_for(q, choice),)
 
 
 # How a layer's keys reach the attention on the sparse prefill route, by compress ratio:
@@ -103,26 +158,6 @@ def _check_cache(name: str, cache: torch.Tensor, page_size: int) -> None:
 # "folded" (C128): the rows a group of queries shares through FlashMLA at full
 #   width, the rest through the shared-row kernel (core/fold.py).
 PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split"), 128: ("index", "shared", "folded")}
-# The shared-row kernel's q block: tiles of queries x heads up to 64 rows.
-SHARED_ROW_MAX_HEADS = 64
-
-
-def auto_prefill_route(compress_ratio: int, heads: int) -> str:
-    """``route="auto"``: the fastest route measured for the layer kind and head count.
-
-    Below 64 heads the window-only layer runs "shared" and the C128 layer
-    "folded", both faster than FlashMLA on the zero-padded query in every case
-    of scripts/bench_prefill_routes.py (8 and 16 heads, 8k chunk at 120k and
-    32k chunk at 1M); C4 stays on "index" (its "split" route measured slower:
-    its top-k, not its window, is the traffic). At 64 heads and more FlashMLA
-    runs unpadded and "index" was fastest everywhere. Figures: BENCHMARKS.md,
-    section 5; history: docs/design-notes.md, "Shared-row prefill".
-    """
-    if heads >= SHARED_ROW_MAX_HEADS or compress_ratio == 4:
-        return "index"
-    return "shared" if compress_ratio == 0 else "folded"
-
-
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -135,11 +170,13 @@ def prefill_layer(
     c4_rows: str = "auto",
     route: str = "auto",
     fold=None,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
     ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
-    readable rows to top-k picks).  ``route``: ``"auto"`` (:func:`auto_prefill_route`)
+    readable rows to top-k picks).  ``route``: ``"auto"`` (the choice's ``prefill_route``)
     or one of ``PREFILL_ROUTES[compress_ratio]`` (every route but ``"index"``
     takes at most 64 heads); ``fold``: the
     step's :class:`~sglang_dsv4_sparse.core.fold.C128Fold` for the ``"folded"``
@@ -148,19 +185,19 @@ def prefill_layer(
     A top-k entry outside its request's compressed rows (other than -1) and
     ids the plan could not map are holes; with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
     they raise ``ValueError`` naming the argument.  A head whose q holds NaN
-    or inf gives NaN.
+    or inf gives NaN. ``choice``: the kernels (None: the default of q's device).
     """
-    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    swa_cache, compressed_cache, choice = _check_prefill(
+        plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice
+    )
     if c4_rows not in ("auto", "all", "selected"):
         raise ValueError(f"c4_rows must be 'auto', 'all' or 'selected', got {c4_rows!r}")
     if route == "auto":
-        route = auto_prefill_route(compress_ratio, q.shape[1])
+        route = choice.prefill_route(compress_ratio, q.shape[1])
     if route not in PREFILL_ROUTES[compress_ratio]:
         raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
     if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:
         raise ValueError(f"route={route!r} takes at most {SHARED_ROW_MAX_HEADS} heads, got q with {q.shape[1]}")
-    sizes = {ratio: rows.page_size for ratio, rows in plan.compressed.items()}
-    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -169,49 +206,54 @@ def prefill_layer(
         kv = _stage_rows(plan, workspace, swa_cache)
         if route == "shared":
             return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink)
-        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink)
+        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink, choice=choice)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
         return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows,
-                           split=route == "split")
+                           choice, split=route == "split")
 
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
     if route == "shared":
         return _shared_rows(plan, q, kv, rows.swa_base, attn_sink, rows)
     if route == "folded":
-        return c128_folded_attention(plan, fold if fold is not None else build_c128_fold(plan, q.shape[1]), q, kv, attn_sink)
+        fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
+        return c128_folded_attention(plan, fold, q, kv, attn_sink, choice=choice)
     if len(plan.c128_tiles) == 1:
-        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink)
+        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink, choice=choice)
     out = torch.empty_like(q)
     for tile in plan.c128_tiles:
         indices, lens = plan.c128_tile_indices(tile)
         out[tile.start : tile.end] = sparse_prefill_attention(
-            q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink
+            q[tile.start : tile.end], kv, indices[:, None, :], lens, attn_sink, choice=choice
         )
     return out
 
 
 def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_ids=None, compressed_page_size=None):
-    """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window]."""
+    """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window].
+
+    The caches are the byte views the layer's checks returned.
+    """
     n = 0 if compressed_ids is None else compressed_ids.shape[0]
     kv = workspace.get(n + plan.total_swa)
     if compressed_ids is not None:
-        dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, out=kv[:n])
-    dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, out=kv[n:])
+        _dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, kv[:n])
+    _dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:])
     return kv
 
 
 def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None):
     """The shared-row kernel over the staged rows: the window, and with ``rows`` the C128 prefix."""
     ratio, base = (128, rows.base) if rows is not None else (0, None)
-    return shared_rows_attention(
+    return _shared_rows_attention(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, swa_base, plan.window,
         ratio, base, attn_sink, prior=prior,
     )[0]
 
 
-def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, split=False):
+def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, choice,
+                split=False):
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
         c4_rows = choose_c4_rows(rows.total, num_tokens, k)
@@ -224,13 +266,13 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
     # The split route's index rows hold the top-k only; its window goes through the shared-row kernel.
     window = 0 if split else plan.window
-    indices, lens = combine_topk_swa_indices(
+    indices, lens = _combine_topk_swa_indices(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
     if not split:
-        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink)
-    out_topk, lse_topk = sparse_prefill_attention_lse(q, kv, indices[:, None, :], lens)
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
+    out_topk, lse_topk = sparse_prefill_attention_lse(q, kv, indices[:, None, :], lens, choice=choice)
     return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()))
 
 
@@ -273,6 +315,8 @@ def decode_layer(
     topk_indices: Optional[torch.Tensor] = None,
     attn_sink: Optional[torch.Tensor] = None,
     topk_lengths: Optional[torch.Tensor] = None,
+    *,
+    choice: Optional[KernelChoice] = None,
 ) -> torch.Tensor:
     """One layer on the paged route: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
@@ -281,14 +325,21 @@ def decode_layer(
     ``c4_sparse_page_indices`` / ``c4_sparse_topk_lengths`` and what its own
     paged attention reads. A caller holding request-local rows converts them
     once with :func:`~sglang_dsv4_sparse.core.plan.topk_to_token_ids`.
+    ``choice``: the kernels (None: the default of q's device).
     """
     _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
     if compress_ratio == 4:
         if topk_lengths is None:
             raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
-        check_tensor("topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device)
+        check_tensor(
+            "topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device, contiguous=True
+        )
     sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
-    _check_caches(swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes)
+    swa_cache, compressed_cache = _check_caches(
+        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    )
+    _check_placement(q, plan.swa_lens)
+    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -302,7 +353,7 @@ def decode_layer(
         extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
     out = paged_decode_attention(
         q[:, None], swa_cache, plan.swa_page_size, plan.swa_indices, plan.swa_lens, attn_sink,
-        sched_meta=plan.sched_meta.get(compress_ratio), **extra,
+        sched_meta=plan.sched_meta.get(compress_ratio), choice=choice, **extra,
     )
     return out[:, 0]
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 import torch
 
+from ..dispatch import KernelChoice
 from ..validation import env_flag
 
 # FlashMLA's decode scheduler: 4 bytes for each of 5 * b + 1 int32 entries.
@@ -47,12 +48,10 @@ def flashmla_decode_row_limit(device: torch.device) -> int:
     return scheduler_row_limit(smem)
 
 
-def paged_kernel_row_limit(device: torch.device, num_heads: int) -> Optional[int]:
-    """Row limit of the paged kernel that would run here; None when unbounded (Triton)."""
-    from ..dispatch import use_flashmla
-
-    if device.type == "cuda" and use_flashmla(device, num_heads):
-        return flashmla_decode_row_limit(device)
+def paged_kernel_row_limit(choice: KernelChoice, num_heads: int) -> Optional[int]:
+    """Row limit of the paged kernel ``choice`` runs at ``num_heads`` heads; None when unbounded (Triton)."""
+    if choice.device.type == "cuda" and choice.use_flashmla(num_heads):
+        return flashmla_decode_row_limit(choice.device)
     return None
 
 

@@ -135,6 +135,18 @@ def dequantize_k_cache_paged(
         check_tensor("out", out, dtypes=(torch.bfloat16,), shape=(num_tokens, 1, L.HEAD_DIM), device=cache_u8.device)
         if out.stride(2) != 1:
             raise ValueError(f"out must have unit stride in its last dim, got strides {out.stride()}")
+    return _dequantize_k_cache_paged(cache_u8, token_ids, page_size, out)
+
+
+def _dequantize_k_cache_paged(
+    cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: torch.Tensor
+) -> torch.Tensor:
+    """:func:`dequantize_k_cache_paged` without its argument checks, for a caller that made them (the core).
+
+    ``cache_u8`` is the ``(num_pages, page_bytes)`` uint8 view ``layout.as_byte_cache``
+    returns. Ids are still range-checked under ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``.
+    """
+    num_tokens = token_ids.shape[0]
     capacity = cache_u8.shape[0] * page_size
     if bounds_check_enabled():
         check_ids_in_range("token_ids", token_ids, capacity, allow_negative=True)

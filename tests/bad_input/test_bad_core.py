@@ -5,9 +5,12 @@ outside a tensor: it becomes a hole (-1, a zero row or a skipped key). With
 the flag each one raises ``ValueError`` naming the argument.
 """
 
+import dataclasses
+
 import torch
 
 from sglang_dsv4_sparse import layout as L
+from sglang_dsv4_sparse.dispatch import KernelChoice
 from sglang_dsv4_sparse.core import StepInputs, Workspace, build_paged_plan, build_prefill_plan, decode_layer, prefill_layer
 from sglang_dsv4_sparse.core.plan import topk_to_token_ids
 from sglang_dsv4_sparse.random_inputs import written_cache
@@ -188,6 +191,24 @@ def test_step_inputs_validate_and_plans(cases, gen):
 # ---- prefill_layer and decode_layer --------------------------------------------------
 
 
+def _strided_last_dim(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values in a view whose last dim has stride 2."""
+    wide = torch.stack([t, t], dim=-1)
+    return wide.flatten(-2)[..., ::2]
+
+
+def _misaligned(cache: torch.Tensor) -> torch.Tensor:
+    """A copy of ``cache`` that starts 8 bytes past a 16-byte boundary."""
+    flat = torch.empty(cache.numel() + 8, dtype=torch.uint8)
+    out = flat[8:].view(cache.shape)
+    out.copy_(cache)
+    return out
+
+
+# A choice made for a device the test's tensors are not on.
+OTHER_DEVICE_CHOICE = KernelChoice("auto", torch.device("cuda", 0), False, "test")
+
+
 def _close_to_reference(out, inputs, q, cache, ratio, ccache, topk, sink):
     ref = layer_attention_reference(inputs, q, cache, ratio, ccache, topk, sink)
     nan = torch.isnan(ref)
@@ -267,6 +288,21 @@ def test_prefill_layer(cases, gen):
     cases.raises("SWA cache not a tensor", lambda: layer(0, swa_cache=[1]), TypeError, "swa_cache")
     cases.raises("short sink", lambda: prefill_layer(plan, ws, q, w.swa_cache, 0, attn_sink=w.sink[:2]), ValueError, "attn_sink")
     cases.raises("bad c4_rows", lambda: layer(4, c4_rows="some"), ValueError, "c4_rows")
+    # Checked here once, not again by the kernels the layer calls.
+    cases.raises("q with a strided last dim", lambda: layer(0, q=_strided_last_dim(q)), ValueError, "q")
+    many = torch.zeros(q.shape[0], 129, L.HEAD_DIM, dtype=torch.bfloat16)
+    cases.raises("q of 129 heads", lambda: prefill_layer(plan, ws, many, w.swa_cache, 0), ValueError, "129")
+    cases.raises("strided sink", lambda: prefill_layer(plan, ws, q, w.swa_cache, 0, attn_sink=_strided_last_dim(w.sink)),
+                 ValueError, "attn_sink")
+    cases.raises("top-k with a strided last dim", lambda: layer(4, topk=_strided_last_dim(topk)), ValueError, "topk_indices")
+    cases.raises("SWA cache on meta", lambda: layer(0, swa_cache=w.swa_cache.to("meta")), ValueError, "swa_cache")
+    cases.raises("C128 cache on meta", lambda: layer(128, compressed_cache=w.c128_cache.to("meta")), ValueError,
+                 "compressed_cache")
+    meta_plan = dataclasses.replace(plan, query_pos=plan.query_pos.to("meta"))
+    cases.raises("plan on meta", lambda: layer(0, plan=meta_plan), ValueError, "plan")
+    cases.raises("workspace on meta", lambda: prefill_layer(plan, Workspace("meta"), q, w.swa_cache, 0), ValueError,
+                 "workspace")
+    cases.raises("choice for another device", lambda: layer(0, choice=OTHER_DEVICE_CHOICE), ValueError, "choice")
     cases.run()
 
 
@@ -284,7 +320,7 @@ def test_decode_layer(cases, gen):
         ccache = kw.pop("compressed_cache", ccache)
         c4 = ratio == 4 and ids is not None
         return decode_layer(plan, q, swa_cache, ratio, ccache, ids if ratio == 4 else None, w.sink,
-                            topk_lengths=c4_lens if c4 else None)
+                            topk_lengths=kw.pop("topk_lengths", c4_lens) if c4 else None, **kw)
 
     for ratio in (0, 4, 128):
         cases.returns(f"valid C{ratio}", lambda ratio=ratio: _close_to_reference(
@@ -329,4 +365,17 @@ def test_decode_layer(cases, gen):
     cases.raises("C128 cache of C4 pages", lambda: layer(128, compressed_cache=w.c4_cache), ValueError, "compressed_cache")
     cases.raises("ratio the plan lacks", lambda: layer(4, plan=build_paged_plan(w.decode_inputs(compressed_page_tables={}))),
                  ValueError, "compress_ratio=4")
+    # Checked here once, not again by the kernels the layer calls.
+    cases.raises("q with a strided last dim", lambda: layer(0, q=_strided_last_dim(q)), ValueError, "q")
+    cases.raises("strided top-k lengths", lambda: layer(4, topk_lengths=_strided_last_dim(c4_lens)), ValueError,
+                 "topk_lengths")
+    cases.raises("misaligned SWA cache", lambda: layer(0, swa_cache=_misaligned(w.swa_cache)), ValueError,
+                 "swa_cache must start at a 16-byte aligned")
+    cases.raises("misaligned C128 cache", lambda: layer(128, compressed_cache=_misaligned(w.c128_cache)), ValueError,
+                 "compressed_cache must start at a 16-byte aligned")
+    cases.raises("C4 cache on meta", lambda: layer(4, compressed_cache=w.c4_cache.to("meta")), ValueError,
+                 "compressed_cache")
+    meta_plan = dataclasses.replace(plan, swa_lens=plan.swa_lens.to("meta"))
+    cases.raises("plan on meta", lambda: layer(0, plan=meta_plan), ValueError, "plan")
+    cases.raises("choice for another device", lambda: layer(0, choice=OTHER_DEVICE_CHOICE), ValueError, "choice")
     cases.run()

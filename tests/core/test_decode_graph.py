@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sglang_dsv4_sparse.core.forward import decode_layer
+from sglang_dsv4_sparse.dispatch import KernelChoice
 from sglang_dsv4_sparse.core.plan import StepInputs, build_paged_plan, topk_to_token_ids
 from sglang_dsv4_sparse.stack_check import StackConfig, build_stack, deterministic_topk, layer_q
 from testing import assert_attention_close
@@ -16,6 +17,8 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("heads", [16, 64])
 def test_decode_step_replays_from_a_cuda_graph(monkeypatch, kernels, heads):
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", kernels)
+    # The core's default choice is read from the environment once per device: pass this test's own.
+    choice = KernelChoice.from_env("cuda")
     cfg = StackConfig(ratios=(0, 4, 128), heads=heads, topk=64, prompt_len=600, decode_steps=4)
     stack = build_stack(cfg, "cuda")
     dev = stack.device
@@ -45,7 +48,8 @@ def test_decode_step_replays_from_a_cuda_graph(monkeypatch, kernels, heads):
         ids, lens = topk_to_token_ids(plan, 4, topk)
         return [
             decode_layer(plan, qs[l], stack.swa_caches[l], r, stack.compressed_caches[l],
-                         ids[:, 0] if r == 4 else None, stack.sinks[l], topk_lengths=lens if r == 4 else None)
+                         ids[:, 0] if r == 4 else None, stack.sinks[l], topk_lengths=lens if r == 4 else None,
+                         choice=choice)
             for l, r in enumerate(cfg.ratios)
         ]
 

@@ -6,8 +6,8 @@ straddle two requests."""
 import pytest
 import torch
 
-from sglang_dsv4_sparse.core.fold import build_c128_fold, fold_group_size, prefill_c128_folded
-from sglang_dsv4_sparse.core.forward import Workspace
+from sglang_dsv4_sparse.core.fold import build_c128_fold, fold_group_size
+from sglang_dsv4_sparse.core.forward import Workspace, prefill_layer
 from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
 from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, layer_q
@@ -29,8 +29,8 @@ def test_folded_c128_matches_the_reference(device, heads, start, end):
     plan = build_prefill_plan(inputs)
     pos = torch.arange(start, end, device=stack.device)
     q = layer_q(stack, 0, pos)
-    out = prefill_c128_folded(plan, Workspace(stack.device), q, stack.swa_caches[0], stack.compressed_caches[0],
-                              stack.sinks[0])
+    out = prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
+                        stack.sinks[0], route="folded")
     ref = layer_attention_reference(inputs, q, stack.swa_caches[0], 128, stack.compressed_caches[0], None, stack.sinks[0])
     assert out.shape == q.shape
     assert float((out.float() - ref).norm() / ref.norm()) <= TOLERANCE
@@ -57,8 +57,8 @@ def test_nan_in_a_head_stays_in_that_head(device):
     plan = build_prefill_plan(_inputs(stack, 200, 216))
     q = layer_q(stack, 0, torch.arange(200, 216, device=stack.device))
     q[3, 2, 7] = float("nan")
-    out = prefill_c128_folded(plan, Workspace(stack.device), q, stack.swa_caches[0], stack.compressed_caches[0],
-                              stack.sinks[0])
+    out = prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
+                        stack.sinks[0], route="folded")
     assert bool(out[3, 2].isnan().all())
     finite = torch.ones(out.shape[:2], dtype=torch.bool, device=out.device)
     finite[3, 2] = False
@@ -88,7 +88,7 @@ def test_several_requests_in_one_chunk(device):
     # and share nothing; the others share what their first query sees.
     assert fold.shared_lens[12].item() == 0 and fold.shared_lens[15].item() == 0
     assert fold.shared_lens[11].item() == (100 + 44 + 1) // 128
-    out = prefill_c128_folded(plan, Workspace(dev), q, stack.swa_caches[0], stack.compressed_caches[0],
-                              stack.sinks[0], fold=fold)
+    out = prefill_layer(plan, Workspace(dev), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
+                        stack.sinks[0], route="folded", fold=fold)
     ref = layer_attention_reference(inputs, q, stack.swa_caches[0], 128, stack.compressed_caches[0], None, stack.sinks[0])
     assert float((out.float() - ref).norm() / ref.norm()) <= TOLERANCE

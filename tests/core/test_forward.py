@@ -93,3 +93,32 @@ def test_gpu_32k_chunk_every_route(ratio):
     for route in PREFILL_ROUTES[ratio]:
         out = prefill_layer(plan, Workspace(stack.device), *args, route=route)
         assert float((out.float() - ref).norm() / ref.norm()) <= 1e-2, route
+
+
+def test_an_explicit_kernel_choice_gives_the_same_results(device):
+    # choice=None is the default choice of q's device: the same kernels as one made from the environment.
+    from sglang_dsv4_sparse.core.forward import decode_layer
+    from sglang_dsv4_sparse.core.plan import build_paged_plan, topk_to_token_ids
+    from sglang_dsv4_sparse.dispatch import KernelChoice
+
+    cfg = StackConfig(ratios=(0, 4, 128), heads=4, topk=8, prompt_len=141, decode_steps=0)
+    stack = build_stack(cfg, device)
+    choice = KernelChoice.from_env(stack.device)
+    prefill_plan = build_prefill_plan(_inputs(stack, 120, 140))
+    decode_plan = build_paged_plan(_inputs(stack, 140, 141))
+    for layer, ratio in enumerate(cfg.ratios):
+        pos = torch.arange(120, 140, device=stack.device)
+        args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer],
+                deterministic_topk(stack, layer, pos) if ratio == 4 else None, stack.sinks[layer])
+        outs = [prefill_layer(prefill_plan, Workspace(stack.device), *args, **kw) for kw in ({}, dict(choice=choice))]
+        assert torch.equal(outs[0], outs[1]), f"prefill C{ratio}"
+
+        pos = torch.tensor([140], device=stack.device)
+        ids, lens = (None, None)
+        if ratio == 4:
+            ids, lens = topk_to_token_ids(decode_plan, 4, deterministic_topk(stack, layer, pos))
+            ids = ids[:, 0]
+        args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer], ids,
+                stack.sinks[layer])
+        outs = [decode_layer(decode_plan, *args, topk_lengths=lens, **kw) for kw in ({}, dict(choice=choice))]
+        assert torch.equal(outs[0], outs[1]), f"decode C{ratio}"

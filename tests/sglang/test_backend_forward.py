@@ -125,7 +125,7 @@ def test_prefill_routes_match_reference(dsv4_env, helpers, gen, monkeypatch, set
     # C128 layers the folded one (32 queries a group, built once per step); "index" keeps index rows.
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", setting)
     env = dsv4_env(heads=2)
-    assert env.backend._dsv4_prefill_route == setting
+    assert env.backend._dsv4_choice.prefill_routes == setting
     fb = env.batch("EXTEND", rows=[1, 0], prefix=[5, 250], ext=[40, 20])
     step, errors = _run_step(env, helpers, fb, gen, padded_heads=64)
     assert step.route == "sparse_prefill" and list(step.c128_folds) == ([2] if setting == "auto" else [])

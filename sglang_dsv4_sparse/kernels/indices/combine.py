@@ -239,14 +239,34 @@ def combine_topk_swa_indices(
         check_int("kv_rows", kv_rows, minimum=0)
 
     width = combined_index_width(topk, window_size)
+    if out_indices is not None:
+        check_tensor("out_indices", out_indices, dtypes=INDEX_DTYPES, shape=(num_tokens, width), device=device, last_dim_contiguous=True)
+    if out_lens is not None:
+        check_tensor("out_lens", out_lens, dtypes=INDEX_DTYPES, shape=(num_tokens,), device=device, contiguous=True)
+    return _combine_topk_swa_indices(
+        topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
+        compress_ratio, topk, out_indices, out_lens, swa_indices, swa_lengths,
+        compressed_lens=compressed_lens, kv_rows=kv_rows,
+    )
+
+
+def _combine_topk_swa_indices(
+    topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
+    compress_ratio, topk, out_indices=None, out_lens=None, swa_indices=None, swa_lengths=None, *,
+    compressed_lens=None, kv_rows=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`combine_topk_swa_indices` (same arguments) without its argument checks, for a caller that made them.
+
+    The core calls it once a C4 layer. Inputs are still range-checked under
+    ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``, as there.
+    """
+    device = topk_indices.device
+    num_tokens, num_reqs = topk_indices.shape[0], seq_lens.shape[0]
+    width = combined_index_width(topk, window_size)
     if out_indices is None:
         out_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=device)
-    else:
-        check_tensor("out_indices", out_indices, dtypes=INDEX_DTYPES, shape=(num_tokens, width), device=device, last_dim_contiguous=True)
     if out_lens is None:
         out_lens = torch.empty(num_tokens, dtype=torch.int32, device=device)
-    else:
-        check_tensor("out_lens", out_lens, dtypes=INDEX_DTYPES, shape=(num_tokens,), device=device, contiguous=True)
     if bounds_check_enabled():
         check_combine_bounds(
             topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,

@@ -421,10 +421,14 @@ def byte_cache_arg(name: str, cache, page_size: Optional[int], page_name: str) -
     except ValueError as err:
         raise ValueError(f"{err} ({page_name}={page_size})") from None
     check_launch_device(name, cache_u8)
-    if cache_u8.data_ptr() % 16:
-        # The kernel reads scale rows as 8-byte words and fp8 rows 16 bytes wide.
-        raise ValueError(f"{name} must start at a 16-byte aligned address (slice it at page boundaries)")
+    check_cache_aligned(name, cache_u8)
     return cache_u8, page_size
+
+
+def check_cache_aligned(name: str, cache: torch.Tensor) -> None:
+    """The kernel reads scale rows as 8-byte words and fp8 rows 16 bytes wide: the cache must start 16-byte aligned."""
+    if cache.data_ptr() % 16:
+        raise ValueError(f"{name} must start at a 16-byte aligned address (slice it at page boundaries)")
 
 
 def sparse_mla_decode_paged(
@@ -531,12 +535,46 @@ def sparse_mla_decode_paged(
             raise ValueError("extra_indices_in_kvcache was given without extra_k_cache")
         if extra_topk_length is not None:
             raise ValueError("extra_topk_length was given without extra_k_cache")
-        x_u8, extra_page_size = k_u8, page_size
+        x_u8 = None
     if num_splits is not None:
         check_int("num_splits", num_splits, minimum=1)
     if block_h is not None:
         check_int("block_h", block_h, allowed=(MIN_BLOCK_H, MAX_BLOCK_H))
+    return _sparse_mla_decode_paged(
+        q, k_u8, page_size, indices, topk_length, attn_sink, x_u8, extra_page_size, extra_indices_in_kvcache,
+        extra_topk_length, softmax_scale, num_splits=num_splits, config=config, block_h=block_h,
+    )
 
+
+def _sparse_mla_decode_paged(
+    q: torch.Tensor,
+    k_u8: torch.Tensor,
+    page_size: int,
+    indices: torch.Tensor,
+    topk_length: Optional[torch.Tensor],
+    attn_sink: Optional[torch.Tensor],
+    x_u8: Optional[torch.Tensor],
+    extra_page_size: Optional[int],
+    extra_indices_in_kvcache: Optional[torch.Tensor],
+    extra_topk_length: Optional[torch.Tensor],
+    softmax_scale: float,
+    *,
+    num_splits: Optional[int] = None,
+    config: Optional[KernelConfig] = None,
+    block_h: Optional[int] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sparse_mla_decode_paged` without its argument checks, for a caller that made them (the core, once a layer).
+
+    The caches come as the ``(num_pages, page_bytes)`` uint8 views
+    ``layout.as_byte_cache`` returns, 16-byte aligned, with their page sizes;
+    ``x_u8`` None means no extra cache. Ids are still range-checked under
+    ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``, as there.
+    """
+    b, s_q, h_q, _ = q.shape
+    device = q.device
+    has_extra = x_u8 is not None
+    if not has_extra:
+        x_u8, extra_page_size = k_u8, page_size
     k_capacity = k_u8.shape[0] * page_size
     x_capacity = x_u8.shape[0] * extra_page_size
     if bounds_check_enabled():
@@ -547,7 +585,7 @@ def sparse_mla_decode_paged(
                 allow_negative=True,
             )
 
-    out = torch.empty((b, s_q, h_q, head_dim_v), dtype=torch.bfloat16, device=device)
+    out = torch.empty((b, s_q, h_q, L.HEAD_DIM), dtype=torch.bfloat16, device=device)
     lse = torch.empty((b, s_q, h_q), dtype=torch.float32, device=device)
     rows = b * s_q
     if rows == 0:

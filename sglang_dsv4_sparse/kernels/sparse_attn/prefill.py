@@ -211,13 +211,31 @@ def sparse_mla_fwd(
     if topk_length is not None:
         check_tensor("topk_length", topk_length, dtypes=INDEX_DTYPES, shape=(s_q,), device=q.device, contiguous=True)
 
+    if kv.shape[0] >= 2**31:
+        raise ValueError(f"kv has {kv.shape[0]} rows; indices address at most 2**31 - 1")
+    return _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length, config=config)
+
+
+def _sparse_mla_fwd(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    indices: torch.Tensor,
+    sm_scale: float,
+    attn_sink: Optional[torch.Tensor],
+    topk_length: Optional[torch.Tensor],
+    *,
+    config: Optional[KernelConfig] = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`sparse_mla_fwd` without its argument checks, for a caller that made them (the core, once a layer).
+
+    Ids are still range-checked under ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``, as there.
+    """
+    s_q, h_q, _ = q.shape
     topk = indices.shape[2]
     s_kv = kv.shape[0]
-    if s_kv >= 2**31:
-        raise ValueError(f"kv has {s_kv} rows; indices address at most 2**31 - 1")
     if bounds_check_enabled():
         check_ids_in_range("indices", counted_ids(indices, topk_length), s_kv, allow_negative=True)
-    out = torch.empty((s_q, h_q, d_v), dtype=torch.bfloat16, device=q.device)
+    out = torch.empty((s_q, h_q, L.HEAD_DIM), dtype=torch.bfloat16, device=q.device)
     max_logits = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     lse = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     if s_q == 0:
