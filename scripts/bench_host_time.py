@@ -37,6 +37,10 @@ from pathlib import Path
 ON_GPU_HINT = "--cpu" not in sys.argv
 if "PYTHONPATH" not in os.environ:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's package
+if not ON_GPU_HINT:
+    # The interpreter must be on before Triton is imported: on a GPU machine
+    # ``import torch`` may import it, and a kernel defined after would compile for the GPU.
+    os.environ["TRITON_INTERPRET"] = "1"
 import torch  # noqa: E402
 
 CPU = not (ON_GPU_HINT and torch.cuda.is_available())

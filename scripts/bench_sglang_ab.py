@@ -303,7 +303,7 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
         step()  # compile, autotune, allocate
         if name != "sglang" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the step to SGLang")
-        if name == "ours" and heads < KERNEL_WIDTH and kind == "extend" and not backend._dsv4_step.c128_folds:
+        if name == "ours" and heads < KERNEL_WIDTH and not backend._dsv4_step.c128_folds:
             raise RuntimeError("the C128 layer did not take the folded route")
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)

@@ -35,7 +35,9 @@ Generated: `python scripts/benchmarks_md.py > BENCHMARKS.md` prints this file fr
 `benchmarks/results/`, each table by the script that measured it (`scripts/X.py --from-json FILE
 --markdown`); after a GPU run, copy its `$OUT/*.json` there and regenerate. Sections 1-3 come from
 `bash scripts/gpu_check.sh --quick` (without `--quick` the scripts add larger shapes; `--sweep` adds the
-launch-config sweeps behind the kernels' constants), section 4 from `bash scripts/gpu_sglang_check.sh`.
+launch-config sweeps behind the kernels' constants), section 4 from `bash scripts/gpu_sglang_check.sh
+--quick` (its kit matrix and A/B), section 5 from `python scripts/bench_prefill_routes.py` (the step
+`gpu_check.sh` runs, here without `--quick`, which drops the 1M case).
 
 ## 1. Index and dequant kernels (`scripts/bench_kernels.py`)
 
@@ -90,6 +92,14 @@ shared-row routes of section 5 at the real heads) and `index` is ours with index
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
     """
+With FlashMLA, ours takes SGLang's decode step time (the paged route views SGLang's own index rows). On
+extends at 8 and 16 heads the shared-row routes (section 5) make the C128 layer several times faster than
+SGLang's where the context is long, and the step with it; at 8k chunks with a short prefix our step is still
+slower. There the gap is our `meta` (`build_prefill_plan` on top of SGLang's) and, in this run, the copy of
+the real heads' result into the padded output and the zeroing of the padding (the core now writes the real
+heads into the padded output in place; not yet measured).
+""",
+    """
 ## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
 
 One layer's `prefill_layer` (staging included) on each route of one request: "index" is one index row a
@@ -102,12 +112,6 @@ keys each query reads (`4 * h * 512` FLOPs a key) at the bf16 matmul rate measur
 below 64 heads, "index" elsewhere.
 """,
     ("bench_prefill_routes.py", "bench_prefill_routes.json"),
-    """
-With FlashMLA, ours takes SGLang's decode step time (the paged route views SGLang's own index rows). Extend
-steps are not yet faster than SGLang's (the goal: 15% faster at 8 and 16 heads): the gap is our `meta`
-(`build_prefill_plan` on top of SGLang's) and, per layer with the same kernel, our staging of the workspace
-and index rows, not broken down further in this run.
-""",
 ]
 
 

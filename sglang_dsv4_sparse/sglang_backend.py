@@ -591,8 +591,15 @@ class _SparseBackendMixin:
                 fold = step.c128_folds.get(heads)
                 if fold is None:
                     fold = step.c128_folds[heads] = build_c128_fold(step.plan, heads)
+            # Below the query's padded width the core writes the real heads straight into the
+            # q-shaped output (no copy of the result).
+            full = q.new_empty(q.shape) if heads < q.shape[1] else None
             out = prefill_layer(step.plan, self._dsv4_workspace, q_run, swa_cache, compress_ratio,
-                                compressed_cache, topk, sink, route=route, fold=fold, choice=self._dsv4_choice)
+                                compressed_cache, topk, sink, route=route, fold=fold, choice=self._dsv4_choice,
+                                out=None if full is None else full[:, :heads])
+            if full is not None:
+                full[:, heads:].zero_()
+                return full
         else:
             out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
                                topk_lengths=topk_lengths, choice=self._dsv4_choice)

@@ -82,8 +82,10 @@ def c128_folded_attention(
     attn_sink: Optional[torch.Tensor],
     *,
     choice: Optional[KernelChoice] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``.
+    """One C128 layer over its staged workspace ``kv`` (``[compressed | window]`` rows), ``q [T, h, 512]``
+    (written into ``out`` when given).
 
     Unchecked (``prefill_layer(..., route="folded")`` checks its arguments); ``choice``: None is the default of q's device.
     """
@@ -100,6 +102,6 @@ def c128_folded_attention(
     rows = plan.compressed[128]
     return _shared_rows_attention(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, rows.swa_base, plan.window,
-        128, rows.base, attn_sink, skip_rows=fold.skip_rows, prior=prior,
+        128, rows.base, attn_sink, skip_rows=fold.skip_rows, prior=prior, out=out,
     )[0]
 

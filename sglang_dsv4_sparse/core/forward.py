@@ -172,6 +172,7 @@ def prefill_layer(
     fold=None,
     *,
     choice: Optional[KernelChoice] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """One layer of sparse prefill: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
 
@@ -186,6 +187,8 @@ def prefill_layer(
     ids the plan could not map are holes; with ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``
     they raise ``ValueError`` naming the argument.  A head whose q holds NaN
     or inf gives NaN. ``choice``: the kernels (None: the default of q's device).
+    ``out``: a ``[T, h, 512]`` bf16 tensor to write the result into (a slice of
+    a wider buffer is fine; the shared-row routes write it in place) and return.
     """
     swa_cache, compressed_cache, choice = _check_prefill(
         plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice
@@ -198,6 +201,20 @@ def prefill_layer(
         raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
     if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:
         raise ValueError(f"route={route!r} takes at most {SHARED_ROW_MAX_HEADS} heads, got q with {q.shape[1]}")
+    if out is not None:
+        check_tensor("out", out, dtypes=(torch.bfloat16,), shape=tuple(q.shape), device=q.device, last_dim_contiguous=True)
+        result = _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink,
+                          c4_rows, route, fold, choice, out)
+        if result is not out:
+            out.copy_(result)
+        return out
+    return _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,
+                    route, fold, choice, None)
+
+
+def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,
+             route, fold, choice, out):
+    """:func:`prefill_layer` after its checks (caches as byte views); the shared-row routes write into ``out``."""
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -205,7 +222,7 @@ def prefill_layer(
     if compress_ratio == 0:
         kv = _stage_rows(plan, workspace, swa_cache)
         if route == "shared":
-            return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink)
+            return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, out=out)
         return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink, choice=choice)
 
     rows = plan.compressed[compress_ratio]
@@ -215,13 +232,13 @@ def prefill_layer(
 
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
     if route == "shared":
-        return _shared_rows(plan, q, kv, rows.swa_base, attn_sink, rows)
+        return _shared_rows(plan, q, kv, rows.swa_base, attn_sink, rows, out=out)
     if route == "folded":
         fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
-        return c128_folded_attention(plan, fold, q, kv, attn_sink, choice=choice)
+        return c128_folded_attention(plan, fold, q, kv, attn_sink, choice=choice, out=out)
     if len(plan.c128_tiles) == 1:
         return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink, choice=choice)
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     for tile in plan.c128_tiles:
         indices, lens = plan.c128_tile_indices(tile)
         out[tile.start : tile.end] = sparse_prefill_attention(
@@ -243,12 +260,12 @@ def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_id
     return kv
 
 
-def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None):
+def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None, out=None):
     """The shared-row kernel over the staged rows: the window, and with ``rows`` the C128 prefix."""
     ratio, base = (128, rows.base) if rows is not None else (0, None)
     return _shared_rows_attention(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, swa_base, plan.window,
-        ratio, base, attn_sink, prior=prior,
+        ratio, base, attn_sink, prior=prior, out=out,
     )[0]
 
 

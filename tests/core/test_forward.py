@@ -122,3 +122,22 @@ def test_an_explicit_kernel_choice_gives_the_same_results(device):
                 stack.sinks[layer])
         outs = [decode_layer(decode_plan, *args, topk_lengths=lens, **kw) for kw in ({}, dict(choice=choice))]
         assert torch.equal(outs[0], outs[1]), f"decode C{ratio}"
+
+
+@pytest.mark.parametrize("ratio, route", [(r, route) for r, routes in PREFILL_ROUTES.items() for route in routes])
+def test_out_takes_a_slice_of_a_wider_buffer(device, ratio, route):
+    # SGLang's query is padded to 64 heads: the real heads' result goes straight into the padded output.
+    layer = {0: 0, 4: 1, 128: 2}[ratio]
+    cfg = StackConfig(ratios=(0, 4, 128), heads=8, topk=16, prompt_len=300, decode_steps=0)
+    stack = build_stack(cfg, device)
+    plan = build_prefill_plan(_inputs(stack, 280, 300))
+    pos = torch.arange(280, 300, device=stack.device)
+    args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer],
+            deterministic_topk(stack, layer, pos) if ratio == 4 else None, stack.sinks[layer])
+    expected = prefill_layer(plan, Workspace(stack.device), *args, route=route)
+    wide = torch.full((20, 16, 512), 7.0, dtype=torch.bfloat16, device=stack.device)
+    got = prefill_layer(plan, Workspace(stack.device), *args, route=route, out=wide[:, :8])
+    assert got.data_ptr() == wide.data_ptr() and torch.equal(wide[:, :8], expected)
+    assert bool((wide[:, 8:] == 7).all())
+    with pytest.raises(ValueError, match="out"):
+        prefill_layer(plan, Workspace(stack.device), *args, route=route, out=wide[:, :4])

@@ -61,7 +61,9 @@ def _run_step(env, helpers, fb, gen, *, padded_heads=None):
         )
         assert out.shape == q.shape and out.dtype == torch.bfloat16
         if width > heads:
-            assert bool((out[:, heads:] == 0).all())
+            # The model drops the padded heads: zeros where the core ran the real heads, FlashMLA's output
+            # over the padding where it ran the padded query (as SGLang's backend returns it).
+            assert bool(torch.isfinite(out[:, heads:]).all())
         pool = env.pool
         ref = layer_attention_reference(
             inputs, q[:, :heads], pool.get_swa_key_buffer_radix(layer_id), ratio,

@@ -263,14 +263,17 @@ def shared_rows_attention(
 
 def _shared_rows_attention(q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window, compress_ratio=0,
                            compressed_base=None, attn_sink=None, skip_rows=None, prior=None,
-                           sm_scale: float = L.SOFTMAX_SCALE, *, config: Optional[KernelConfig] = None):
-    """:func:`shared_rows_attention` without its argument checks, for a caller that made them (the core)."""
+                           sm_scale: float = L.SOFTMAX_SCALE, *, config: Optional[KernelConfig] = None, out=None):
+    """:func:`shared_rows_attention` without its argument checks, for a caller that made them (the core).
+
+    ``out``: a ``[T, h, 512]`` bf16 tensor (any strides but a unit last one) to write the result into.
+    """
     num_tokens, h_q, _ = q.shape
     num_reqs = seq_lens.shape[0]
     queries = queries_per_tile(h_q)
     tiles = triton.cdiv(num_tokens, queries)
     prior_rows = 0 if prior is None else prior[0].shape[0]
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     lse = torch.empty((num_tokens, h_q), dtype=torch.float32, device=q.device)
     if num_tokens == 0:
         return out, lse
