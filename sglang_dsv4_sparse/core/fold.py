@@ -30,6 +30,7 @@ from ..kernels.indices import combined_index_width
 from ..kernels.sparse_attn.shared_rows import _shared_rows_attention, queries_per_tile
 from .plan import PrefillPlan
 
+
 @dataclass
 class C128Fold:
     """The groups' shared compressed rows, as index rows for the shared pass (built once per step and head count)."""
@@ -41,16 +42,11 @@ class C128Fold:
     skip_rows: torch.Tensor  # (cdiv(T, g),) int32 the same counts per shared-row tile (0 for the partial one)
 
 
-def fold_group_size(heads: int) -> int:
-    """Queries a group holds at ``heads`` heads: ``64 // heads`` (1 at 64 heads and more: nothing to fold)."""
-    return queries_per_tile(heads)
-
-
 def build_c128_fold(plan: PrefillPlan, heads: int) -> C128Fold:
     """Group the step's token rows ``g`` at a time and index each group's shared rows; no host sync."""
     if 128 not in plan.compressed:
         raise ValueError("the plan has no C128 rows (its StepInputs had no compressed_page_tables[128])")
-    g = fold_group_size(heads)
+    g = queries_per_tile(heads)
     rows = plan.compressed[128]
     device = plan.query_pos.device
     groups = plan.num_tokens // g

@@ -6,7 +6,8 @@ straddle two requests."""
 import pytest
 import torch
 
-from sglang_dsv4_sparse.core.fold import build_c128_fold, fold_group_size
+from sglang_dsv4_sparse.core.fold import build_c128_fold
+from sglang_dsv4_sparse.kernels.sparse_attn.shared_rows import queries_per_tile
 from sglang_dsv4_sparse.core.forward import Workspace, prefill_layer
 from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
@@ -41,7 +42,7 @@ def test_groups_share_what_their_first_query_sees(device):
     stack = build_stack(cfg, device)
     plan = build_prefill_plan(_inputs(stack, 250, 261))
     fold = build_c128_fold(plan, 16)
-    assert fold_group_size(16) == 4 and fold.group_size == 4
+    assert queries_per_tile(16) == 4 and fold.group_size == 4
     assert fold.folded_tokens == 8  # the last 3 queries form a partial group: no shared pass
     # Position p sees (p + 1) // 128 rows: the group of 250..253 and of 254..257 share the
     # lead's one row (255..257 read their second in the shared-row pass).
