@@ -487,7 +487,10 @@ class _SparseBackendMixin:
         )
         row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
         if use_sparse_prefill(num_tokens, row_limit=row_limit, flag=sparse_prefill_flag()):
-            return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, build_prefill_plan(inputs), num_tokens)
+            # Index rows only for the layer kinds whose route reads them at this rank's heads.
+            index_rows = [r for r in (0, 128) if self._dsv4_choice.prefill_route(r, self._dsv4_router_heads) == "index"]
+            plan = build_prefill_plan(inputs, index_rows=index_rows)
+            return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, plan, num_tokens)
         return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_tokens), num_tokens)
 
     def _plan_decode(self, forward_batch) -> StepState:

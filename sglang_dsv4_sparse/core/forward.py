@@ -223,7 +223,8 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
         kv = _stage_rows(plan, workspace, swa_cache)
         if route == "shared":
             return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, out=out)
-        return sparse_prefill_attention(q, kv, plan.c0_indices[:, None, :], plan.c0_lens, attn_sink, choice=choice)
+        indices, lens = plan.c0_index_rows()
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
@@ -237,7 +238,8 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
         fold = fold if fold is not None else build_c128_fold(plan, q.shape[1])
         return c128_folded_attention(plan, fold, q, kv, attn_sink, choice=choice, out=out)
     if len(plan.c128_tiles) == 1:
-        return sparse_prefill_attention(q, kv, plan.c128_indices[:, None, :], plan.c128_lens, attn_sink, choice=choice)
+        indices, lens = plan.c128_tile_indices(plan.c128_tiles[0])
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
     out = torch.empty_like(q) if out is None else out
     for tile in plan.c128_tiles:
         indices, lens = plan.c128_tile_indices(tile)

@@ -159,12 +159,23 @@ class PrefillPlan:
     swa_gather_lens: torch.Tensor
     swa_offsets: torch.Tensor
     total_swa: int
-    c0_indices: torch.Tensor
-    c0_lens: torch.Tensor
+    c0_indices: Optional[torch.Tensor]  # None when the plan was told no window-only layer takes the index route
+    c0_lens: Optional[torch.Tensor]
     compressed: Dict[int, CompressedRows]
     c128_tiles: list
     c128_indices: Optional[torch.Tensor] = None  # built once when one tile covers the step
     c128_lens: Optional[torch.Tensor] = None
+
+    def c0_index_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Combined index rows of the window-only layers (built with the plan unless ``index_rows`` left them out)."""
+        if self.c0_indices is not None:
+            return self.c0_indices, self.c0_lens
+        empty_topk = torch.empty((self.num_tokens, 0), dtype=torch.int32, device=self.seq_lens.device)
+        zeros = torch.zeros(self.num_reqs, dtype=torch.int32, device=self.seq_lens.device)
+        return combine_topk_swa_indices(
+            empty_topk, self.query_start_loc, self.query_pos, self.seq_lens, self.swa_gather_lens, zeros,
+            self.swa_offsets[:-1], self.window, 1, 0, kv_rows=self.total_swa,
+        )
 
     def c128_tile_indices(self, tile: QueryTile) -> tuple[torch.Tensor, torch.Tensor]:
         """Combined C128 index rows of one query tile (cached when it is the whole step)."""
@@ -267,8 +278,17 @@ def _query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, tile_rows: i
     return tiles
 
 
-def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES) -> PrefillPlan:
-    """Plan the sparse prefill route of one step (any mix of prefixes and lengths)."""
+def build_prefill_plan(
+    inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES, index_rows: Sequence[int] = (0, 128)
+) -> PrefillPlan:
+    """Plan the sparse prefill route of one step (any mix of prefixes and lengths).
+
+    ``index_rows``: the layer ratios (0, 128) whose layers take the index route;
+    their combined index rows are built here, once for the step. Others'
+    routes (shared rows, folded) do not read them; a layer that does anyway
+    gets them built on demand (:meth:`PrefillPlan.c0_index_rows`,
+    :meth:`PrefillPlan.c128_tile_indices`).
+    """
     if inputs.seq_lens_cpu is None:
         raise ValueError("seq_lens_cpu is required on the sparse prefill route: host lengths size the workspace")
     inputs.validate()
@@ -285,12 +305,6 @@ def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_
     swa_ids, _, gather_lens, swa_offsets = build_swa_token_ids(
         seq_lens, ext, inputs.req_pool_indices, inputs.req_to_token, inputs.full_to_swa, inputs.window, total_swa
     )
-    empty_topk = torch.empty((num_tokens, 0), dtype=torch.int32, device=device)
-    zeros = torch.zeros(num_reqs, dtype=torch.int32, device=device)
-    c0_indices, c0_lens = combine_topk_swa_indices(
-        empty_topk, query_start_loc, query_pos, seq_lens, gather_lens, zeros, swa_offsets[:-1], inputs.window, 1, 0,
-        kv_rows=total_swa,
-    )
     compressed = {r: _compressed_rows(inputs, r, swa_offsets) for r in inputs.compressed_page_tables}
     plan = PrefillPlan(
         num_tokens=num_tokens,
@@ -305,16 +319,18 @@ def build_prefill_plan(inputs: StepInputs, index_budget_bytes: int = C128_INDEX_
         swa_gather_lens=gather_lens,
         swa_offsets=swa_offsets,
         total_swa=total_swa,
-        c0_indices=c0_indices,
-        c0_lens=c0_lens,
+        c0_indices=None,
+        c0_lens=None,
         compressed=compressed,
         c128_tiles=[],
     )
+    if 0 in index_rows:
+        plan.c0_indices, plan.c0_lens = plan.c0_index_rows()
     if 128 in compressed:
         width = combined_index_width(compressed[128].max_rows, inputs.window)
         tile_rows = max(1, index_budget_bytes // (width * 4))
         plan.c128_tiles = _query_tiles(inputs, query_start_loc, tile_rows) if num_tokens else []
-        if len(plan.c128_tiles) == 1:
+        if len(plan.c128_tiles) == 1 and 128 in index_rows:
             # One tile covers the step: build the index rows once for all C128 layers.
             plan.c128_indices, plan.c128_lens = plan.c128_tile_indices(plan.c128_tiles[0])
     return plan

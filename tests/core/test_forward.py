@@ -141,3 +141,19 @@ def test_out_takes_a_slice_of_a_wider_buffer(device, ratio, route):
     assert bool((wide[:, 8:] == 7).all())
     with pytest.raises(ValueError, match="out"):
         prefill_layer(plan, Workspace(stack.device), *args, route=route, out=wide[:, :4])
+
+
+def test_index_rows_left_out_of_the_plan_are_built_on_demand(device):
+    # The backend leaves out the index rows of layer kinds whose route does not read them; a layer that
+    # takes the index route anyway gets the same rows, built then.
+    cfg = StackConfig(ratios=(0, 128), heads=8, topk=16, prompt_len=300, decode_steps=0)
+    stack = build_stack(cfg, device)
+    inputs = _inputs(stack, 250, 300)
+    full, lean = build_prefill_plan(inputs), build_prefill_plan(inputs, index_rows=())
+    assert lean.c0_indices is None and lean.c128_indices is None
+    pos = torch.arange(250, 300, device=stack.device)
+    for layer, ratio in enumerate(cfg.ratios):
+        args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer], None,
+                stack.sinks[layer])
+        outs = [prefill_layer(plan, Workspace(stack.device), *args, route="index") for plan in (full, lean)]
+        assert torch.equal(outs[0], outs[1]), ratio
