@@ -70,6 +70,20 @@ def build_c128_fold(plan: PrefillPlan, heads: int) -> C128Fold:
     )
 
 
+def check_fold(fold: C128Fold, plan: PrefillPlan, heads: int) -> None:
+    """``fold`` was built for this plan's token rows at ``heads`` heads (the kernels index with its shapes)."""
+    if not isinstance(fold, C128Fold):
+        raise TypeError(f"fold must be a C128Fold (build_c128_fold), got {type(fold).__name__}")
+    g = queries_per_tile(heads)
+    tokens = plan.num_tokens
+    shapes = (fold.group_size, fold.folded_tokens, tuple(fold.skip_rows.shape), fold.shared_lens.shape[0])
+    if shapes != (g, tokens // g * g, (-(-tokens // g),), tokens // g) or fold.shared_indices.shape[0] != tokens // g:
+        raise ValueError(f"fold was built for another step or head count: group size {fold.group_size}, "
+                         f"{fold.folded_tokens} folded rows; this layer needs groups of {g} over {tokens} rows")
+    if fold.skip_rows.device != plan.query_pos.device:
+        raise ValueError(f"fold is on {fold.skip_rows.device}, the plan on {plan.query_pos.device}")
+
+
 def c128_folded_attention(
     plan: PrefillPlan,
     fold: C128Fold,

@@ -34,7 +34,7 @@ from ..kernels.sparse_attn.decode_paged import check_cache_aligned
 from ..kernels.sparse_attn.shared_rows import _shared_rows_attention
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
-from .fold import build_c128_fold, c128_folded_attention
+from .fold import build_c128_fold, c128_folded_attention, check_fold
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
@@ -201,15 +201,15 @@ def prefill_layer(
         raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
     if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:
         raise ValueError(f"route={route!r} takes at most {SHARED_ROW_MAX_HEADS} heads, got q with {q.shape[1]}")
+    if route == "folded" and fold is not None:
+        check_fold(fold, plan, q.shape[1])
     if out is not None:
         check_tensor("out", out, dtypes=(torch.bfloat16,), shape=tuple(q.shape), device=q.device, last_dim_contiguous=True)
-        result = _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink,
-                          c4_rows, route, fold, choice, out)
-        if result is not out:
-            out.copy_(result)
-        return out
-    return _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,
-                    route, fold, choice, None)
+    result = _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,
+                      route, fold, choice, out)
+    if out is None or result is out:
+        return result
+    return out.copy_(result)
 
 
 def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,

@@ -93,3 +93,16 @@ def test_several_requests_in_one_chunk(device):
                         stack.sinks[0], route="folded", fold=fold)
     ref = layer_attention_reference(inputs, q, stack.swa_caches[0], 128, stack.compressed_caches[0], None, stack.sinks[0])
     assert float((out.float() - ref).norm() / ref.norm()) <= TOLERANCE
+
+
+def test_a_fold_of_another_head_count_is_rejected(device):
+    cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=300, decode_steps=0)
+    stack = build_stack(cfg, device)
+    plan = build_prefill_plan(_inputs(stack, 250, 261))
+    q = layer_q(stack, 0, torch.arange(250, 261, device=stack.device))
+    with pytest.raises(ValueError, match="fold was built for another step or head count"):
+        prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
+                      stack.sinks[0], route="folded", fold=build_c128_fold(plan, 8))
+    with pytest.raises(TypeError, match="fold must be a C128Fold"):
+        prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
+                      stack.sinks[0], route="folded", fold="fold")
