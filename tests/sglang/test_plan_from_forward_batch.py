@@ -44,7 +44,7 @@ def test_extend_two_requests_with_prefixes(dsv4_env, helpers):
     assert plan.swa_token_ids.tolist() == expected_swa
     # SWA-only layers: query (r0, pos 5) reads workspace rows 0..5; (r1, pos 131) reads
     # positions 4..131, which sit at 8 + (p - 3).
-    c0 = helpers.valid_rows(plan.c0_indices, plan.c0_lens)
+    c0 = helpers.valid_rows(*plan.c0_index_rows())
     assert c0[0] == list(range(6)) and c0[2] == list(range(8))
     assert c0[4] == [8 + p - 3 for p in range(4, 132)]
     # C4: r0 has 8 // 4 = 2 rows on page 1 (ids 64, 65), r1 has 33 on page 3 (192..224).
@@ -56,7 +56,7 @@ def test_extend_two_requests_with_prefixes(dsv4_env, helpers):
     c128 = plan.compressed[128]
     assert c128.token_ids.tolist() == [6] and c128.base.tolist() == [0, 0] and c128.swa_base.tolist() == [1, 9]
     # Query (r1, pos 130) reads (131 // 128 = 1) compressed row then its 128 window rows.
-    c128_rows = helpers.valid_rows(plan.c128_indices, plan.c128_lens)
+    c128_rows = helpers.valid_rows(*plan.c128_tile_indices(plan.c128_tiles[0]))
     assert c128_rows[3] == [0] + [9 + p - 3 for p in range(3, 131)]
     # Query (r0, pos 5) has no C128 row: its window, positions 0..5 at 1 + p.
     assert c128_rows[0] == list(range(1, 7))
@@ -80,11 +80,11 @@ def test_chunked_prefill_three_chunks(dsv4_env, helpers):
         assert plan.swa_token_ids.tolist() == [f2s(loc(2, p)) for p in range(first, end)]
         assert plan.compressed[4].token_ids.tolist() == c4_ids
         assert plan.compressed[128].token_ids.tolist() == c128_ids
-        lens = plan.c128_lens.tolist()
+        lens = plan.c128_tile_indices(plan.c128_tiles[0])[1].tolist()
         # (pos + 1) // 128 compressed rows plus min(pos + 1, 128) window rows.
         assert lens == [(p + 1) // 128 + min(p + 1, 128) for p in range(start, end)]
     # The last chunk's last query (pos 199): C128 row 0, then positions 72..199 at 1 + (p - 13).
-    last = helpers.valid_rows(plan.c128_indices, plan.c128_lens)[-1]
+    last = helpers.valid_rows(*plan.c128_tile_indices(plan.c128_tiles[0]))[-1]
     assert last == [0] + [1 + p - 13 for p in range(72, 200)]
 
 
@@ -100,7 +100,7 @@ def test_mixed_batch(dsv4_env, helpers):
     assert plan.swa_token_ids.tolist() == [f2s(loc(2, p)) for p in range(6)] + [f2s(loc(1, p)) for p in range(10)]
     c4 = plan.compressed[4]
     assert c4.token_ids.tolist() == [128, 64, 65] and c4.base.tolist() == [0, 1]
-    assert helpers.valid_rows(plan.c0_indices, plan.c0_lens)[-1] == list(range(6, 16))
+    assert helpers.valid_rows(*plan.c0_index_rows())[-1] == list(range(6, 16))
 
 
 def test_decode_batch_paged_plan_matches_sglang_metadata(dsv4_env, helpers):
