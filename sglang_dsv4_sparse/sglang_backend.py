@@ -640,9 +640,9 @@ class _SparseBackendMixin:
         return core.c4_sparse_page_indices[:rows], core.c4_sparse_topk_lengths[:rows]
 
     def _kernel_heads(self, layer, q: torch.Tensor) -> int:
-        real = int(getattr(layer, "tp_q_head_num", q.shape[1]))
-        if real >= q.shape[1]:
-            return q.shape[1]
+        real = self._real_heads(layer, q)
+        if real == q.shape[1]:
+            return real
         return self._dsv4_choice.heads_to_run(real, q.shape[1])
 
     @staticmethod
