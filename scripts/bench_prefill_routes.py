@@ -7,8 +7,9 @@
 One request; ``core.forward.prefill_layer`` on each route of ``PREFILL_ROUTES``
 (staging of the layer's rows included, as a layer pays it): "index" is one
 index row per query through FlashMLA with the query zero-padded to 64 heads
-(what ``auto`` ran before the shared-row routes), the others go through the
-shared-row kernel. Cases: an 8192-token chunk after a 120k-token prefix (C0,
+(what ``auto`` ran before the shared-row routes; "index, q padded" without the
+padding copy, "index, Triton" on the Triton kernel at the real heads), the
+others go through the shared-row kernel. Cases: an 8192-token chunk after a 120k-token prefix (C0,
 C4 with top-k 512, C128) and a 32768-token chunk ending at 1M tokens (C128),
 at 8, 16 and 64 heads. Times are ``do_bench`` medians (L2 flushed between
 calls). "% floor": the layer's useful FLOPs (``4 * h * 512`` per key a query
@@ -39,6 +40,7 @@ TITLE = "sparse prefill layer by route (do_bench median ms)"
 HEAD = ["case", "layer", "heads", "route", "ms", "x index", "% floor", "vs index"]
 TOPK = 512
 HEADS = (8, 16, 64)
+PADDED_HEADS = 64  # FlashMLA's head count for a rank's 8 or 16 (dispatch.flashmla_padded_heads)
 
 
 def matmul_tflops() -> float:
@@ -99,6 +101,23 @@ def useful_keys(plan, ratio: int) -> int:
     return int(keys.sum())
 
 
+def variants(ratio: int, heads: int, q: torch.Tensor, routes, fold):
+    """``(label, route, query, kernel choice)`` of each timed row: every route of the layer, and below 64
+    heads two more on the index route: "index, q padded" hands FlashMLA a query already zero-padded to
+    64 heads, as SGLang's model does (no padding copy in the time); "index, Triton" runs the Triton
+    kernel at the real heads."""
+    import dataclasses
+
+    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS, default_choice
+
+    out = [(route, route, q, None) for route in routes if route != "folded" or fold is not None]
+    if heads < SHARED_ROW_MAX_HEADS:
+        padded = torch.nn.functional.pad(q, (0, 0, 0, PADDED_HEADS - heads))
+        triton_only = dataclasses.replace(default_choice(q.device), requested="triton")
+        out[1:1] = [("index, q padded", "index", padded, None), ("index, Triton", "index", q, triton_only)]
+    return out
+
+
 def run(quick: bool) -> tuple[float, list]:
     from sglang_dsv4_sparse.core.fold import build_c128_fold
     from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, prefill_layer
@@ -124,23 +143,23 @@ def run(quick: bool) -> tuple[float, list]:
             for heads in HEADS:
                 q = torch.randn(chunk, heads, L.HEAD_DIM, device="cuda").to(torch.bfloat16)
                 sink = torch.randn(heads, device="cuda")
+                sink_padded = torch.nn.functional.pad(sink, (0, PADDED_HEADS - heads))
                 fold = build_c128_fold(plan, heads) if ratio == 128 and heads < SHARED_ROW_MAX_HEADS else None
                 floor_ms = 4 * heads * L.HEAD_DIM * keys / (tflops * 1e12) * 1e3
                 base_ms = base_out = None
-                for route in PREFILL_ROUTES[ratio]:
-                    if route == "folded" and fold is None:
-                        continue
+                for label, route, q_run, choice in variants(ratio, heads, q, PREFILL_ROUTES[ratio], fold):
 
-                    def call(route=route):
-                        return prefill_layer(plan, workspace, q, caches[0], ratio, caches.get(ratio), topk, sink,
-                                             route=route, fold=fold)
+                    def call(route=route, q_run=q_run, choice=choice):
+                        return prefill_layer(plan, workspace, q_run, caches[0], ratio, caches.get(ratio), topk,
+                                             sink if q_run is q else sink_padded,
+                                             route=route, fold=fold, choice=choice)
 
-                    out = call()
+                    out = call()[:, :heads]
                     ms = median_ms(call)
-                    if route == "index":
+                    if label == "index":
                         base_ms, base_out = ms, out.float()
                     diff = float((out.float() - base_out).norm() / base_out.norm())
-                    row = [name, f"C{ratio}", heads, route, round(ms, 3), round(base_ms / ms, 2),
+                    row = [name, f"C{ratio}", heads, label, round(ms, 3), round(base_ms / ms, 2),
                            round(100 * floor_ms / ms, 1), f"{diff:.1e}"]
                     rows.append(row)
                     print("  ".join(str(c) for c in row), flush=True)

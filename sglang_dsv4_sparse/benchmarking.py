@@ -104,12 +104,16 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return lines + ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
 
 
+COMMIT_ENV = "SGLANG_DSV4_SPARSE_COMMIT"
+
+
 def run_header(repo_dir: str, packages: Sequence[str] = (), **extra: object) -> dict:
     """What a benchmark ran on, saved with its JSON: GPU, date (UTC), torch and Triton versions, commit.
 
-    ``commit`` is ``git rev-parse --short HEAD`` in ``repo_dir`` (``+dirty`` when
-    tracked files differ from it, ``?`` without git); a copied working tree may
-    carry a stale ``.git``, so check it against the code that ran.  Each of
+    ``commit`` is ``$SGLANG_DSV4_SPARSE_COMMIT`` where set (for a working tree
+    copied to another machine with a stale ``.git``: the caller names the
+    commit it copied), else ``git rev-parse --short HEAD`` in ``repo_dir``
+    (``+dirty`` when tracked files differ from it, ``?`` without git).  Each of
     ``packages`` adds its installed version; ``extra`` is stored as given.
     """
     from importlib.metadata import version
@@ -123,9 +127,11 @@ def run_header(repo_dir: str, packages: Sequence[str] = (), **extra: object) -> 
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
-    commit = git("rev-parse", "--short", "HEAD") or "?"
-    if commit != "?" and git("status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
+    commit = os.environ.get(COMMIT_ENV, "").strip()
+    if not commit:
+        commit = git("rev-parse", "--short", "HEAD") or "?"
+        if commit != "?" and git("status", "--porcelain", "--untracked-files=no"):
+            commit += "+dirty"
     header = dict(
         gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         date=time.strftime("%Y-%m-%d", time.gmtime()),

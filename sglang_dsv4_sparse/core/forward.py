@@ -30,11 +30,12 @@ from ..kernels.dequant import _dequantize_k_cache_paged
 from ..kernels.indices import combined_index_width
 from ..kernels.indices.combine import _combine_topk_swa_indices
 from ..kernels.sparse_attn.configs import MAX_BLOCK_H
-from ..kernels.sparse_attn.decode_paged import check_cache_aligned
+from ..kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged, check_cache_aligned
 from ..kernels.sparse_attn.shared_rows import _shared_rows_attention
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .fold import build_c128_fold, c128_folded_attention, check_fold
+from .lookup import take
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
 from .plan import PagedPlan, PrefillPlan, readable_topk_lengths
 
@@ -155,9 +156,13 @@ def _check_prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cac
 #   tile of 64 // h neighbouring queries (kernels/sparse_attn/shared_rows.py);
 # "split" (C4): the top-k through index rows, the window through the shared-row
 #   kernel, merged there;
+# "paged" (C4): the top-k read straight from the paged fp8 cache by the paged
+#   kernel at the real heads (no compressed row staged: 584 bytes a row read
+#   instead of 1024 written and read back), the window as in "split";
 # "folded" (C128): the rows a group of queries shares through FlashMLA at full
 #   width, the rest through the shared-row kernel (core/fold.py).
-PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split"), 128: ("index", "shared", "folded")}
+PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split", "paged"), 128: ("index", "shared", "folded")}
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
@@ -228,6 +233,9 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
+        if route == "paged":
+            return _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows,
+                                     out)
         return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows,
                            choice, split=route == "split")
 
@@ -295,6 +303,40 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()))
 
 
+def _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, out):
+    """The "paged" C4 route: each query's top-k from the fp8 cache, then its window, merged by lse."""
+    check_cache_aligned("compressed_cache", compressed_cache)  # the paged kernel reads it in 8-byte words
+    ids, lens = _c4_cache_ids(plan, rows, topk_indices)
+    part_out, part_lse = _sparse_mla_decode_paged(
+        q[:, None], compressed_cache, rows.page_size, _paged_index_rows(ids), lens, None, None, None, None, None,
+        L.SOFTMAX_SCALE,
+    )
+    kv = _stage_rows(plan, workspace, swa_cache)
+    # lse comes as [T, h, 1] over contiguous [T, 1, h] storage: its [T, h] view is contiguous.
+    return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, prior=(part_out[:, 0], part_lse[:, :, 0]),
+                        out=out)
+
+
+def _c4_cache_ids(plan: PrefillPlan, rows, topk_indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Request-local top-k rows as ids into the C4 cache (-1: a hole, a pick past the query's top-k
+    length or outside its request's rows), and each query's top-k length (int32)."""
+    local, readable, lens = _readable_picks(plan, rows, topk_indices)
+    # rows.token_ids lists each request's compressed rows from its base on: the j-th is at base + j.
+    ids = take(rows.token_ids, take(rows.base, plan.req_of_token)[:, None] + local, readable)
+    return ids, lens.to(torch.int32)
+
+
+def _readable_picks(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
+    """``(picks int64, readable [T, k] bool, top-k lengths int64)``: a pick is read when it lies inside its
+    query's top-k length and its request's rows (one past them would name another request's row, or none)."""
+    k = topk_indices.shape[1]
+    lens = readable_topk_lengths(plan.query_pos, 4, k)
+    local = topk_indices.to(torch.int64)
+    limit = take(rows.rows_per_req, plan.req_of_token)
+    readable = (torch.arange(k, device=local.device)[None, :] < lens[:, None]) & (local >= 0) & (local < limit[:, None])
+    return local, readable, lens
+
+
 def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
     """Only the compressed rows this layer's top-k reads, compacted; the top-k remapped to them.
 
@@ -304,12 +346,7 @@ def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
     """
     device = topk_indices.device
     num_tokens, k = topk_indices.shape
-    local = topk_indices.to(torch.int64)
-    # A pick past a query's top-k length is not read, nor one outside its
-    # request's rows (it would mark another request's row, or none): mask both.
-    lens = readable_topk_lengths(plan.query_pos, 4, k)
-    limit = rows.rows_per_req.to(torch.int64)[plan.req_of_token]
-    readable = (torch.arange(k, device=device)[None, :] < lens[:, None]) & (local >= 0) & (local < limit[:, None])
+    local, readable, _ = _readable_picks(plan, rows, topk_indices)
     global_row = torch.where(readable, local + rows.base.to(torch.int64)[plan.req_of_token][:, None], -1)
     marks = torch.zeros(rows.total + 1, dtype=torch.int32, device=device)
     marks.scatter_(0, (global_row + 1).view(-1), torch.ones_like(global_row, dtype=torch.int32).view(-1))

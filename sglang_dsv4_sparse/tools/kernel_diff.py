@@ -380,9 +380,11 @@ def _import_pyplot():
             "argument --png: matplotlib is not installed; "
             "pip install 'sglang-dsv4-sparse[plot]' (or pip install matplotlib)"
         ) from None
-    matplotlib.use("Agg")  # headless: servers have no display
-    import matplotlib.pyplot as plt
-
+    try:
+        matplotlib.use("Agg")  # headless: servers have no display
+        import matplotlib.pyplot as plt
+    except Exception as exc:  # a broken install (e.g. built against another numpy) fails here, not above
+        raise CliError(f"argument --png: matplotlib is installed but cannot be used: {exc}") from None
     return plt
 
 

@@ -263,6 +263,18 @@ def test_prefill_layer(cases, gen):
     cases.raises("C4 cache smaller than its pages", lambda: layer(4, compressed_cache=small_c4), ValueError,
                  r"compressed_page_tables\[4\]", bounds=True)
 
+    # The C4 routes that read the window through the shared-row kernel; "paged" reads the top-k
+    # straight from the fp8 cache by cache id.
+    for route in ("split", "paged"):
+        cases.returns(f"valid C4, {route}", matches(4, route=route))
+        cases.returns(f"NaN and inf in q, C4, {route}", matches(4, q=nan_q, route=route))
+        cases.returns(f"top-k outside the request's rows, {route}",
+                      matches(4, topk=wild.long(), masked_topk=holes, route=route))
+        cases.returns(f"C4 cache smaller than its pages, {route}", lambda route=route: bool(
+            torch.isfinite(layer(4, compressed_cache=small_c4, route=route)).all()) or 1 / 0)
+    cases.raises("C4 cache off a 16-byte boundary, paged", lambda: layer(
+        4, compressed_cache=_misaligned(w.c4_cache), route="paged"), ValueError, "compressed_cache")
+
     mismatched = w.inputs(seq_lens=torch.tensor([150, 29]), extend_lens=torch.tensor([10, 29]))
     for ratio in (0, 4, 128):
         cases.returns(f"host copies disagree, C{ratio}", lambda ratio=ratio: layer(

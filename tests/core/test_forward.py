@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, choose_c4_rows, prefill_layer
-from sglang_dsv4_sparse.core.plan import build_prefill_plan
+from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
 from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, deterministic_topk, layer_q
 
@@ -157,3 +157,40 @@ def test_index_rows_left_out_of_the_plan_are_built_on_demand(device):
                 stack.sinks[layer])
         outs = [prefill_layer(plan, Workspace(stack.device), *args, route="index") for plan in (full, lean)]
         assert torch.equal(outs[0], outs[1]), ratio
+
+
+def test_c4_paged_route_several_requests_and_wild_picks(device):
+    # Three requests over one cached prompt, ragged chunks, 4 heads (16 queries a shared-row tile, so
+    # tiles straddle requests): the "paged" route reads each top-k pick from the fp8 cache by its cache
+    # id. Clean picks match the dense reference; picks past the query's rows, past the request's rows,
+    # huge or negative read nothing, as on the index route.
+    cfg = StackConfig(ratios=(4,), heads=4, topk=16, prompt_len=460, decode_steps=0)
+    stack = build_stack(cfg, device)
+    spans = [(100, 121), (250, 263), (380, 437)]
+    one = _inputs(stack, 0, 1)
+    dev = stack.device
+    inputs = StepInputs(
+        seq_lens=torch.tensor([e for _, e in spans], dtype=torch.int32, device=dev),
+        extend_lens=torch.tensor([e - s for s, e in spans], dtype=torch.int32, device=dev),
+        req_pool_indices=torch.tensor([stack.pool_row] * len(spans), dtype=torch.int32, device=dev),
+        req_to_token=one.req_to_token, full_to_swa=one.full_to_swa,
+        compressed_page_tables={r: t.expand(len(spans), -1).contiguous() for r, t in one.compressed_page_tables.items()},
+        seq_lens_cpu=[e for _, e in spans], extend_lens_cpu=[e - s for s, e in spans], window=one.window,
+    )
+    plan = build_prefill_plan(inputs)
+    pos = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
+    q = layer_q(stack, 0, pos)
+    topk = deterministic_topk(stack, 0, pos)
+    args = (stack.swa_caches[0], 4, stack.compressed_caches[0])
+    out = prefill_layer(plan, Workspace(dev), q, *args, topk, stack.sinks[0], route="paged")
+    ref = layer_attention_reference(inputs, q, *args, topk, stack.sinks[0])
+    assert float((out.float() - ref).norm() / ref.norm()) <= 1e-2
+
+    wild = topk.clone()
+    gen = torch.Generator().manual_seed(7)
+    cells = torch.randint(0, wild.numel(), (40,), generator=gen)
+    values = torch.tensor([-2, 2**31 - 1, 10_000, 115, 200], dtype=torch.int32)  # 115, 200: past early queries' rows
+    wild.view(-1)[cells.to(dev)] = values[torch.randint(0, len(values), (40,), generator=gen)].to(dev)
+    got = prefill_layer(plan, Workspace(dev), q, *args, wild, stack.sinks[0], route="paged")
+    expected = prefill_layer(plan, Workspace(dev), q, *args, wild, stack.sinks[0], route="index")
+    assert float((got.float() - expected.float()).norm() / expected.float().norm()) <= 1e-2
