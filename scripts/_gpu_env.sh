@@ -5,6 +5,8 @@
 #                  PYTHONPATH after this checkout.
 #   run_step NAME CMD...  runs one step under $STEP_TIMEOUT seconds, its output
 #                  also in $OUT/NAME.log, and adds its status line to ${status[@]}.
+#   pack_logs      folds $OUT/*.log into $OUT/logs.tar.gz (a remote runner may
+#                  return only a few files: the JSON and one archive).
 gpu_env() {
   local name=$1
   OUT="${OUT:-$PWD/gpu_check_out}"; mkdir -p "$OUT"; export OUT
@@ -27,4 +29,8 @@ run_step() {  # name, command...
   timeout "$STEP_TIMEOUT" "$@" 2>&1 | tee "$OUT/$name.log"
   local rc=${PIPESTATUS[0]}
   status+=("$(printf '%-16s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
+}
+
+pack_logs() {
+  ( cd "$OUT" && ls ./*.log >/dev/null 2>&1 && tar czf logs.tar.gz ./*.log && rm -f ./*.log ) || true
 }

@@ -8,8 +8,8 @@ One request; ``core.forward.prefill_layer`` on each route of ``PREFILL_ROUTES``
 (staging of the layer's rows included, as a layer pays it): "index" is one
 index row per query through FlashMLA with the query zero-padded to 64 heads
 (what ``auto`` ran before the shared-row routes; "index, q padded" without the
-padding copy, "index, Triton" on the Triton kernel at the real heads), the
-others go through the shared-row kernel. Cases: an 8192-token chunk after a 120k-token prefix (C0,
+padding copy), "native" the same index rows through the Triton kernel at the
+real heads, the others go through the shared-row kernel. Cases: an 8192-token chunk after a 120k-token prefix (C0,
 C4 with top-k 512, C128) and a 32768-token chunk ending at 1M tokens (C128),
 at 8, 16 and 64 heads. Times are ``do_bench`` medians (L2 flushed between
 calls). "% floor": the layer's useful FLOPs (``4 * h * 512`` per key a query
@@ -102,19 +102,16 @@ def useful_keys(plan, ratio: int) -> int:
 
 
 def variants(ratio: int, heads: int, q: torch.Tensor, routes, fold):
-    """``(label, route, query, kernel choice)`` of each timed row: every route of the layer, and below 64
-    heads two more on the index route: "index, q padded" hands FlashMLA a query already zero-padded to
-    64 heads, as SGLang's model does (no padding copy in the time); "index, Triton" runs the Triton
-    kernel at the real heads."""
-    import dataclasses
+    """``(label, route, query)`` of each timed row: every route of the layer (at 64 heads "native" is
+    "index" on Triton, which FlashMLA beats, so it is left out), and below 64 heads "index, q padded":
+    the index route with FlashMLA handed a query already zero-padded to 64 heads, as SGLang's model
+    hands it (no padding copy in the time)."""
+    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS
 
-    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS, default_choice
-
-    out = [(route, route, q, None) for route in routes if route != "folded" or fold is not None]
-    if heads < SHARED_ROW_MAX_HEADS:
-        padded = torch.nn.functional.pad(q, (0, 0, 0, PADDED_HEADS - heads))
-        triton_only = dataclasses.replace(default_choice(q.device), requested="triton")
-        out[1:1] = [("index, q padded", "index", padded, None), ("index, Triton", "index", q, triton_only)]
+    narrow = heads < SHARED_ROW_MAX_HEADS
+    out = [(route, route, q) for route in routes if (route != "folded" or fold is not None) and (route != "native" or narrow)]
+    if narrow:
+        out.insert(1, ("index, q padded", "index", torch.nn.functional.pad(q, (0, 0, 0, PADDED_HEADS - heads))))
     return out
 
 
@@ -147,12 +144,11 @@ def run(quick: bool) -> tuple[float, list]:
                 fold = build_c128_fold(plan, heads) if ratio == 128 and heads < SHARED_ROW_MAX_HEADS else None
                 floor_ms = 4 * heads * L.HEAD_DIM * keys / (tflops * 1e12) * 1e3
                 base_ms = base_out = None
-                for label, route, q_run, choice in variants(ratio, heads, q, PREFILL_ROUTES[ratio], fold):
+                for label, route, q_run in variants(ratio, heads, q, PREFILL_ROUTES[ratio], fold):
 
-                    def call(route=route, q_run=q_run, choice=choice):
+                    def call(route=route, q_run=q_run):
                         return prefill_layer(plan, workspace, q_run, caches[0], ratio, caches.get(ratio), topk,
-                                             sink if q_run is q else sink_padded,
-                                             route=route, fold=fold, choice=choice)
+                                             sink if q_run is q else sink_padded, route=route, fold=fold)
 
                     out = call()[:, :heads]
                     ms = median_ms(call)

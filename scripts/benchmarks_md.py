@@ -104,15 +104,15 @@ heads into the padded output in place; not yet measured).
 
 One layer's `prefill_layer` (staging included) on each route of one request: "index" is one index row a
 query through FlashMLA on the query zero-padded to 64 heads (the padding copy included); "index, q padded"
-the same with the query handed over already padded, as SGLang's model hands it (no copy); "index, Triton"
-the Triton kernel on the index rows at the real heads; "shared" the shared-row kernel (each tile of
+the same with the query handed over already padded, as SGLang's model hands it (no copy); "native" the
+Triton kernel on the index rows at the real heads; "shared" the shared-row kernel (each tile of
 `64 // h` queries reads its window and C128 prefix once); "split" (C4) its top-k through index rows and its
 window through the shared-row kernel; "paged" (C4) its top-k read straight from the fp8 cache by the paged
 kernel at the real heads (no compressed row staged) and its window as in "split"; "folded" (C128) each group of `64 // h` queries' shared compressed
 rows through FlashMLA at full width, the rest through the shared-row kernel. The compute floor counts the
 keys each query reads (`4 * h * 512` FLOPs a key) at the bf16 matmul rate measured in the same run.
-`auto` (`dispatch.KernelChoice.prefill_route`) takes "shared" for window-only and "folded" for C128 layers
-below 64 heads, "index" elsewhere.
+`auto` (`dispatch.KernelChoice.prefill_route`) takes, below 64 heads, "shared" for window-only, "native" for
+C4 and "folded" for C128 layers; "index" at 64 heads and more.
 """,
     ("bench_prefill_routes.py", "bench_prefill_routes.json"),
 ]

@@ -35,9 +35,12 @@ run_step bench_kernels python3 scripts/bench_kernels.py $QUICK $SWEEP
 [ -f scripts/e2e_stack.py ] && run_step e2e_stack python3 scripts/e2e_stack.py $QUICK
 run_step bench_prefill_routes python3 scripts/bench_prefill_routes.py $QUICK $SWEEP
 
-echo; echo "===== gpu_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
-for s in "${status[@]}"; do echo "$s"; done
-grep -h "passed\|failed" "$OUT/tests.log" 2>/dev/null | tail -1
 for f in bench_kernels bench_attention e2e_stack bench_prefill_routes; do
   [ -f "$OUT/$f.log" ] && { echo "--- $f"; awk '/^== /{p=1} p' "$OUT/$f.log" | tail -40; }
 done
+# The status lines come last, so the end of the output (all a remote runner may return) holds them.
+echo; echo "===== gpu_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+for s in "${status[@]}"; do echo "$s"; done
+grep -h "^FAILED\|^ERROR" "$OUT/tests.log" 2>/dev/null | head -20
+grep -h "passed\|failed" "$OUT/tests.log" 2>/dev/null | tail -1
+pack_logs

@@ -48,9 +48,12 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-420}"
 [ "$SKIP_KIT" = 1 ] || run_step kit_matrix python3 scripts/sglang_kit_matrix.py
 [ "$SKIP_AB" = 1 ] || [ ! -f scripts/bench_sglang_ab.py ] || run_step sglang_ab python3 scripts/bench_sglang_ab.py $QUICK
 
-echo; echo "===== gpu_sglang_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
-for s in "${status[@]}"; do echo "$s"; done
-grep -h "passed\|failed" "$OUT/sglang_tests.log" 2>/dev/null | tail -1
 [ -f "$OUT/kit_matrix.log" ] && awk '/^== SGLang DSv4/{p=1} p' "$OUT/kit_matrix.log" | tail -45
 [ -f "$OUT/sglang_ab.log" ] && awk '/^== /{p=1} p' "$OUT/sglang_ab.log" | tail -60
+# The status lines come last, so the end of the output (all a remote runner may return) holds them.
+echo; echo "===== gpu_sglang_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+for s in "${status[@]}"; do echo "$s"; done
+grep -h "^FAILED\|^ERROR" "$OUT/sglang_tests.log" 2>/dev/null | head -20
+grep -h "passed\|failed" "$OUT/sglang_tests.log" 2>/dev/null | tail -1
+pack_logs
 exit 0

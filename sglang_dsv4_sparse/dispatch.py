@@ -26,6 +26,7 @@ read the environment at each call.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -119,6 +120,11 @@ class KernelChoice:
         return cls(requested, device, usable, why, requested_prefill_routes())
 
     @functools.cached_property
+    def triton_only(self) -> "KernelChoice":
+        """This choice with the Triton kernels forced (the "native" prefill route), made once."""
+        return dataclasses.replace(self, requested="triton")
+
+    @functools.cached_property
     def flashmla_legacy(self) -> bool:
         """FlashMLA's SM90 sparse kernels sit behind ``use_legacy=True`` (asked once, where FlashMLA runs)."""
         return flashmla_use_legacy(self.device)
@@ -145,19 +151,21 @@ class KernelChoice:
     def prefill_route(self, compress_ratio: int, heads: int) -> str:
         """A sparse-prefill layer's route (``core.forward.PREFILL_ROUTES``) at ``heads`` real heads.
 
-        Under ``auto``, below 64 heads the window-only layer runs "shared" and
-        the C128 layer "folded": both were faster than FlashMLA on the
-        zero-padded query in every case of scripts/bench_prefill_routes.py
-        (8 and 16 heads; 8k chunk at 120k, 32k chunk at 1M). C4 stays on
-        "index" (its "split" route measured slower: its top-k, not its
-        window, is the traffic). At 64 heads and more FlashMLA runs unpadded
-        and "index" was fastest everywhere. Figures: BENCHMARKS.md section 5;
-        history: docs/design-notes.md, "Shared-row prefill". The routes run
-        the same on every device (on Triton-only GPUs, not measured).
+        Under ``auto``, below 64 heads the window-only layer runs "shared",
+        the C4 layer "native" and the C128 layer "folded": each was the
+        fastest route of its layer in scripts/bench_prefill_routes.py at 8
+        and 16 heads (8k chunk at 120k, 32k chunk at 1M), FlashMLA on an
+        already padded query included. C4's top-k, different for every
+        query, is its traffic: sharing its window ("split") or reading the
+        top-k as fp8 ("paged") measured slower. At 64 heads and more FlashMLA
+        runs unpadded and "index" was fastest everywhere. Figures:
+        BENCHMARKS.md section 5; history: docs/design-notes.md, "Shared-row
+        prefill". The routes run the same on every device (on Triton-only
+        GPUs, not measured).
         """
-        if self.prefill_routes == "index" or heads >= SHARED_ROW_MAX_HEADS or compress_ratio == 4:
+        if self.prefill_routes == "index" or heads >= SHARED_ROW_MAX_HEADS:
             return "index"
-        return "shared" if compress_ratio == 0 else "folded"
+        return {0: "shared", 4: "native", 128: "folded"}[compress_ratio]
 
     def heads_to_run(self, real_heads: int, available_heads: int) -> int:
         """How many of a (possibly zero-padded) query's heads to hand the kernels.

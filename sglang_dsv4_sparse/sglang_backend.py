@@ -74,7 +74,7 @@ import torch
 from . import dispatch
 from . import layout as L
 from .core.fold import C128Fold, build_c128_fold
-from .core.forward import Workspace, decode_layer, prefill_layer
+from .core.forward import INDEX_ROW_ROUTES, Workspace, decode_layer, prefill_layer
 from .core.plan import PagedPlan, PrefillPlan, StepInputs, build_prefill_plan
 from .core.router import paged_kernel_row_limit, sparse_prefill_flag, use_sparse_prefill
 from .validation import bounds_check_enabled, env_flag
@@ -488,7 +488,8 @@ class _SparseBackendMixin:
         row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
         if use_sparse_prefill(num_tokens, row_limit=row_limit, flag=sparse_prefill_flag()):
             # Index rows only for the layer kinds whose route reads them at this rank's heads.
-            index_rows = [r for r in (0, 128) if self._dsv4_choice.prefill_route(r, self._dsv4_router_heads) == "index"]
+            index_rows = [r for r in (0, 128)
+                          if self._dsv4_choice.prefill_route(r, self._dsv4_router_heads) in INDEX_ROW_ROUTES]
             plan = build_prefill_plan(inputs, index_rows=index_rows)
             return StepState(metadata, inputs, ROUTE_SPARSE_PREFILL, plan, num_tokens)
         return StepState(metadata, inputs, ROUTE_PAGED, self._paged_plan(inputs, num_tokens), num_tokens)

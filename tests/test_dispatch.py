@@ -138,10 +138,11 @@ def test_kernel_choice_on_the_cpu(monkeypatch):
 
 
 def test_prefill_routes_by_layer_and_head_count(monkeypatch):
-    # auto: below 64 heads window-only layers share rows and C128 layers fold; C4 and 64+ heads keep index rows.
+    # auto: below 64 heads window-only layers share rows, C4 layers run the Triton kernel at the real
+    # heads and C128 layers fold; 64+ heads keep index rows (FlashMLA unpadded).
     monkeypatch.delenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", raising=False)
     choice = dispatch.KernelChoice.from_env("cpu")
-    expected = {8: ("shared", "index", "folded"), 16: ("shared", "index", "folded"), 63: ("shared", "index", "folded"),
+    expected = {8: ("shared", "native", "folded"), 16: ("shared", "native", "folded"), 63: ("shared", "native", "folded"),
                 64: ("index",) * 3, 128: ("index",) * 3}
     for heads, routes in expected.items():
         assert tuple(choice.prefill_route(r, heads) for r in (0, 4, 128)) == routes, heads

@@ -151,7 +151,9 @@ def _check_prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cac
 
 # How a layer's keys reach the attention on the sparse prefill route, by compress ratio:
 # "index": one combined index row per query over the staged rows (FlashMLA's
-#   flash_mla_sparse_fwd, or its Triton twin);
+#   flash_mla_sparse_fwd, or its Triton twin, as the kernel choice says);
+# "native": the same index rows through the Triton kernel at the real heads
+#   (FlashMLA would pad a rank's 8 or 16 heads to 64);
 # "shared": the shared-row kernel reads the window (and the C128 prefix) once per
 #   tile of 64 // h neighbouring queries (kernels/sparse_attn/shared_rows.py);
 # "split" (C4): the top-k through index rows, the window through the shared-row
@@ -161,7 +163,13 @@ def _check_prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cac
 #   instead of 1024 written and read back), the window as in "split";
 # "folded" (C128): the rows a group of queries shares through FlashMLA at full
 #   width, the rest through the shared-row kernel (core/fold.py).
-PREFILL_ROUTES = {0: ("index", "shared"), 4: ("index", "split", "paged"), 128: ("index", "shared", "folded")}
+PREFILL_ROUTES = {
+    0: ("index", "native", "shared"),
+    4: ("index", "native", "split", "paged"),
+    128: ("index", "native", "shared", "folded"),
+}
+# The routes that read the plan's combined index rows (the others build none).
+INDEX_ROW_ROUTES = ("index", "native")
 
 def prefill_layer(
     plan: PrefillPlan,
@@ -183,8 +191,8 @@ def prefill_layer(
 
     ``c4_rows``: ``"all"``, ``"selected"`` or ``"auto"`` (pick by the ratio of
     readable rows to top-k picks).  ``route``: ``"auto"`` (the choice's ``prefill_route``)
-    or one of ``PREFILL_ROUTES[compress_ratio]`` (every route but ``"index"``
-    takes at most 64 heads); ``fold``: the
+    or one of ``PREFILL_ROUTES[compress_ratio]`` (the shared-row routes, all
+    but ``"index"`` and ``"native"``, take at most 64 heads); ``fold``: the
     step's :class:`~sglang_dsv4_sparse.core.fold.C128Fold` for the ``"folded"``
     route (built here when not given).
 
@@ -204,7 +212,7 @@ def prefill_layer(
         route = choice.prefill_route(compress_ratio, q.shape[1])
     if route not in PREFILL_ROUTES[compress_ratio]:
         raise ValueError(f"route must be one of {PREFILL_ROUTES[compress_ratio]} for compress_ratio={compress_ratio}, got {route!r}")
-    if route != "index" and q.shape[1] > SHARED_ROW_MAX_HEADS:
+    if route not in INDEX_ROW_ROUTES and q.shape[1] > SHARED_ROW_MAX_HEADS:
         raise ValueError(f"route={route!r} takes at most {SHARED_ROW_MAX_HEADS} heads, got q with {q.shape[1]}")
     if route == "folded" and fold is not None:
         check_fold(fold, plan, q.shape[1])
@@ -224,6 +232,8 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
         return q.new_empty(q.shape)
     if bounds_check_enabled():
         check_prefill_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices)
+    if route == "native":
+        route, choice = "index", choice.triton_only
     if compress_ratio == 0:
         kv = _stage_rows(plan, workspace, swa_cache)
         if route == "shared":

@@ -265,7 +265,7 @@ def test_prefill_layer(cases, gen):
 
     # The C4 routes that read the window through the shared-row kernel; "paged" reads the top-k
     # straight from the fp8 cache by cache id.
-    for route in ("split", "paged"):
+    for route in ("native", "split", "paged"):
         cases.returns(f"valid C4, {route}", matches(4, route=route))
         cases.returns(f"NaN and inf in q, C4, {route}", matches(4, q=nan_q, route=route))
         cases.returns(f"top-k outside the request's rows, {route}",
