@@ -22,6 +22,9 @@ for a in "$@"; do
   esac
 done
 FLASHMLA=(sgl-flash-mla==1.0.0)
+# pytest-xdist spreads gpu_check.sh's test suite over worker processes (its time is mostly
+# Triton compiling kernels, one process at a time without it).
+TESTING=(pytest-xdist execnet)
 # SGLang and the pure-Python packages that its DSv4 attention and test kit
 # (the CUDA-graph runner imports the model runner, hence uvicorn and fastapi)
 # need and the
@@ -32,7 +35,7 @@ SGLANG=(
   sniffio loguru traitlets openai==2.8.0 distro jiter partial-json-parser typing-extensions
   uvicorn h11 click fastapi annotated-doc opentelemetry-api importlib-metadata zipp anyio idna
 )
-WANT=("${FLASHMLA[@]}")
+WANT=("${FLASHMLA[@]}" "${TESTING[@]}")
 [ "$FLASHMLA_ONLY" = 1 ] || WANT+=("${SGLANG[@]}")
 PY="${PYTHON:-python3}"
 mkdir -p "$DEST"

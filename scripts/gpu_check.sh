@@ -27,8 +27,12 @@ python3 -c "import flash_mla; print('flash_mla', flash_mla.__file__)" 2>/dev/nul
 STEP_TIMEOUT="${STEP_TIMEOUT:-300}"  # seconds per step, so one stuck step cannot eat the whole call
 
 if [ "$SKIP_TESTS" = 0 ]; then
-  # The whole suite (no -x: one call should show every failure); on an H200 it takes about 5 minutes.
-  STEP_TIMEOUT="${TEST_TIMEOUT:-420}" run_step tests python3 -m pytest tests -q -p no:cacheprovider
+  # The whole suite (no -x: one call should show every failure). Its time is mostly Triton compiling
+  # kernels, about 10 minutes in one process on an H200: with pytest-xdist (carried in .whl/) the
+  # test files are spread over worker processes.
+  XDIST=()
+  python3 -c "import xdist" 2>/dev/null && XDIST=(-n "${TEST_WORKERS:-8}" --dist loadfile)
+  STEP_TIMEOUT="${TEST_TIMEOUT:-420}" run_step tests python3 -m pytest tests -q -rf -p no:cacheprovider "${XDIST[@]}"
 fi
 run_step bench_kernels python3 scripts/bench_kernels.py $QUICK $SWEEP
 [ -f scripts/bench_attention.py ] && run_step bench_attention python3 scripts/bench_attention.py $QUICK
