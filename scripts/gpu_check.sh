@@ -2,18 +2,19 @@
 # One call on a GPU machine: install carried wheels, run the test suite on CUDA,
 # then the benchmarks and the end-to-end check; a short summary table comes last.
 #
-#   bash scripts/gpu_check.sh [--quick] [--sweep] [--skip-tests]
+#   bash scripts/gpu_check.sh [--quick] [--sweep] [--skip-tests] [--skip-benches]
 #
 # Wheels (FlashMLA: sgl-flash-mla) are taken from .whl/ when present; logs and
 # JSON results go to $OUT (or ./gpu_check_out).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-QUICK=""; SWEEP=""; SKIP_TESTS=0
+QUICK=""; SWEEP=""; SKIP_TESTS=0; SKIP_BENCHES=0
 for a in "$@"; do
   case "$a" in
     --quick) QUICK="--quick" ;;
     --sweep) SWEEP="--sweep" ;;
     --skip-tests) SKIP_TESTS=1 ;;
+    --skip-benches) SKIP_BENCHES=1 ;;
     -h|--help) sed -n 2,8p "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
@@ -34,10 +35,12 @@ if [ "$SKIP_TESTS" = 0 ]; then
   python3 -c "import xdist" 2>/dev/null && XDIST=(-n "${TEST_WORKERS:-8}" --dist loadfile)
   STEP_TIMEOUT="${TEST_TIMEOUT:-420}" run_step tests python3 -m pytest tests -q -rf -p no:cacheprovider "${XDIST[@]}"
 fi
-run_step bench_kernels python3 scripts/bench_kernels.py $QUICK $SWEEP
-[ -f scripts/bench_attention.py ] && run_step bench_attention python3 scripts/bench_attention.py $QUICK
-[ -f scripts/e2e_stack.py ] && run_step e2e_stack python3 scripts/e2e_stack.py $QUICK
-run_step bench_prefill_routes python3 scripts/bench_prefill_routes.py $QUICK $SWEEP
+if [ "$SKIP_BENCHES" = 0 ]; then
+  run_step bench_kernels python3 scripts/bench_kernels.py $QUICK $SWEEP
+  run_step bench_attention python3 scripts/bench_attention.py $QUICK
+  run_step e2e_stack python3 scripts/e2e_stack.py $QUICK
+  run_step bench_prefill_routes python3 scripts/bench_prefill_routes.py $QUICK $SWEEP
+fi
 
 for f in bench_kernels bench_attention e2e_stack bench_prefill_routes; do
   [ -f "$OUT/$f.log" ] && { echo "--- $f"; awk '/^== /{p=1} p' "$OUT/$f.log" | tail -40; }

@@ -98,6 +98,10 @@ def _fill_ipython_display(module: types.ModuleType) -> None:
 
     module.display = display
     module.HTML = module.Markdown = module.Image = module.JSON = _Rich
+    # No IPython shell is running: what the real get_ipython answers outside one. matplotlib asks
+    # it whenever IPython is in sys.modules (found on the H200 when a test drew a chart after
+    # the SGLang tests in the same process).
+    module.get_ipython = lambda: None
 
 
 class _AnyName(_Missing):
