@@ -102,6 +102,7 @@ def _fill_ipython_display(module: types.ModuleType) -> None:
     # it whenever IPython is in sys.modules (found on the H200 when a test drew a chart after
     # the SGLang tests in the same process).
     module.get_ipython = lambda: None
+    module.version_info = (8, 24, 0)  # an IPython that needs none of matplotlib's fixes for older ones
 
 
 class _AnyName(_Missing):
