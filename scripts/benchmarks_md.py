@@ -31,13 +31,10 @@ The current figures, one table per benchmark, each under its run line (GPU, date
 versions, commit). Figures move between runs: compare them within one run. What was tried and dropped, with
 older runs' figures and dates, is in `docs/design-notes.md`, as is the kernel-diff tool's timing.
 
-Generated: `python scripts/benchmarks_md.py > BENCHMARKS.md` prints this file from the JSON in
-`benchmarks/results/`, each table by the script that measured it (`scripts/X.py --from-json FILE
---markdown`); after a GPU run, copy its `$OUT/*.json` there and regenerate. Sections 1-3 come from
-`bash scripts/gpu_check.sh --quick` (without `--quick` the scripts add larger shapes; `--sweep` adds the
-launch-config sweeps behind the kernels' constants), section 4 from `bash scripts/gpu_sglang_check.sh
---quick` (its kit matrix and A/B), section 5 from `python scripts/bench_prefill_routes.py` (the step
-`gpu_check.sh` runs, here without `--quick`, which drops the 1M case).
+Generated: `python scripts/benchmarks_md.py > BENCHMARKS.md` prints this file from `benchmarks/results/*.json`
+(each table by its script's `--from-json FILE --markdown`; copy a GPU run's `$OUT/*.json` there, then
+regenerate). Sections 1-3 and 5 come from `bash scripts/gpu_check.sh --quick` (`--sweep` adds the launch-config
+sweeps behind the kernels' constants), section 4 from `bash scripts/gpu_sglang_check.sh --quick`.
 
 ## 1. Index and dequant kernels (`scripts/bench_kernels.py`)
 
@@ -57,8 +54,8 @@ CUDA-graph replays; FlashMLA reuses its scheduler metadata and at 16 heads runs 
 buffer of 32k rows (32 MB, L2-resident) or 256k (five times the L2), `do_bench` medians; "Triton fp8" is the
 paged kernel on the same rows in an fp8 cache; "rows only" gathers the rows and only XORs them, a floor under
 its buffer's rows. TFLOPS count real heads (`4 * h * keys * 512` a query). Configs: `n<keys a step>w<warps>
-s<stages>`, `x` split score dot, `k` keys-major scores. Under `auto` these Triton kernels run only where
-FlashMLA cannot (section 4: FlashMLA on the padded query was faster inside SGLang's step).
+s<stages>`, `x` split score dot, `k` keys-major scores. Under `auto` FlashMLA runs these shapes, save C4
+prefill layers below 64 heads (Triton, the "native" route of section 5) and what FlashMLA cannot take.
 """,
     ("bench_attention.py", "bench_attention.json"),
     """
@@ -80,24 +77,19 @@ prefill and the paged route, through both backends. The columns are the worst `(
 """,
     ("sglang_kit_matrix.py", "sglang_kit_matrix.json"),
     """
-Speed: both backends on one serving-sized DSv4 pool built as the kit builds it (SWA, C4 and C128 layers,
-fp8 V4 caches of quantized random rows), SGLang's `ForwardBatch`es, the same queries and C4 picks. `meta` is
-`init_forward_metadata`; `c0`, `c4`, `c128` one layer's `forward` (median of 5); `step` the synchronized
-wall time of metadata plus one layer of each kind (SGLang builds its sparse-prefill cache in the first
-layer, so only `step` compares all work); `ratio` = ours / SGLang. Decode replays a CUDA graph of
-`init_forward_metadata_in_graph`, a stand-in indexer and the three layers (median of 20). At 8 and 16 heads
-both get the query zero-padded to 64, as the model hands it over; there `ours` runs `auto` (on extends the
-shared-row routes of section 5 at the real heads) and `index` is ours with index rows on every layer
-(`SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index`: FlashMLA on the padded query, what `auto` ran before).
+Speed: both backends on one serving-sized DSv4 pool built as the kit builds it (fp8 V4 caches of random
+rows), SGLang's `ForwardBatch`es, the same queries and C4 picks. `meta`: `init_forward_metadata`; `c0`,
+`c4`, `c128`: one layer's `forward` (median of 5); `step`: metadata plus one layer of each kind, synchronized
+(SGLang builds its sparse-prefill cache in its first layer: only `step` compares all work); `ratio`: ours /
+SGLang. Decode replays a CUDA graph of the metadata, a stand-in indexer and the three layers (median of 20).
+At 8 and 16 heads both get the query zero-padded to 64, as the model hands it over; `index` is ours with
+`SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index` (FlashMLA on the padded query on every layer).
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
     """
-With FlashMLA, ours takes SGLang's decode step time (the paged route views SGLang's own index rows). On
-extends at 8 and 16 heads the shared-row routes (section 5) make the C128 layer several times faster than
-SGLang's where the context is long, and the step with it; at 8k chunks with a short prefix our step is still
-slower. There the gap is our `meta` (`build_prefill_plan` on top of SGLang's) and, in this run, the copy of
-the real heads' result into the padded output and the zeroing of the padding (the core now writes the real
-heads into the padded output in place; not yet measured).
+This run predates the C4 layers' "native" route, the in-place padded output and the plan's leaner index
+rows (not yet measured inside SGLang). At 8k chunks with a short prefix our step was slower: our `meta`
+(`build_prefill_plan` on top of SGLang's) and, then, a copy of the real heads into the padded output.
 """,
     """
 ## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
@@ -108,13 +100,16 @@ the same with the query handed over already padded, as SGLang's model hands it (
 Triton kernel on the index rows at the real heads; "shared" the shared-row kernel (each tile of
 `64 // h` queries reads its window and C128 prefix once); "split" (C4) its top-k through index rows and its
 window through the shared-row kernel; "paged" (C4) its top-k read straight from the fp8 cache by the paged
-kernel at the real heads (no compressed row staged) and its window as in "split"; "folded" (C128) each group of `64 // h` queries' shared compressed
-rows through FlashMLA at full width, the rest through the shared-row kernel. The compute floor counts the
-keys each query reads (`4 * h * 512` FLOPs a key) at the bf16 matmul rate measured in the same run.
-`auto` (`dispatch.KernelChoice.prefill_route`) takes, below 64 heads, "shared" for window-only, "native" for
-C4 and "folded" for C128 layers; "index" at 64 heads and more.
+kernel at the real heads (no compressed row staged) and its window as in "split"; "folded" (C128) each
+group of `64 // h` queries' shared compressed rows through FlashMLA at full width, the rest through the
+shared-row kernel. The compute floor counts the keys each query reads (`4 * h * 512` FLOPs a key) at the
+bf16 matmul rate measured in the same run. `auto` (`dispatch.KernelChoice.prefill_route`) takes, below 64
+heads, "shared" for window-only, "native" for C4 and "folded" for C128 layers; "index" at 64 heads and more.
+The first table is `gpu_check.sh --quick`'s (8k chunk); the second the 1M case of an earlier full run.
 """,
     ("bench_prefill_routes.py", "bench_prefill_routes.json"),
+    "",
+    ("bench_prefill_routes.py", "bench_prefill_routes_1m.json"),
 ]
 
 
