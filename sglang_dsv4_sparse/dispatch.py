@@ -246,14 +246,17 @@ def sparse_prefill_attention(
     sm_scale: float = L.SOFTMAX_SCALE,
     *,
     choice: Optional[KernelChoice] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``flash_mla_sparse_fwd``-style attention over a materialized bf16 workspace.
 
     The arguments are not checked here: the core checks its own once a layer,
     at its boundary (``kernels.sparse_attn.sparse_mla_fwd`` is the checked
     kernel). ``choice``: None is :func:`default_choice` of ``q``'s device.
+    ``out``: where the Triton kernel writes its result (FlashMLA returns its
+    own tensor; the caller copies it where it is not ``out``).
     """
-    return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale, choice=choice)[0]
+    return sparse_prefill_attention_lse(q, kv, indices, topk_length, attn_sink, sm_scale, choice=choice, out=out)[0]
 
 
 def sparse_prefill_attention_lse(
@@ -265,6 +268,7 @@ def sparse_prefill_attention_lse(
     sm_scale: float = L.SOFTMAX_SCALE,
     *,
     choice: Optional[KernelChoice] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_prefill_attention` and each head's natural-log lse (``+inf`` for a row with no key)."""
     choice = choice if choice is not None else default_choice(q.device)
@@ -276,7 +280,7 @@ def sparse_prefill_attention_lse(
             q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=choice.flashmla_legacy
         )
         return out[:, : q.shape[1]], lse[:, : q.shape[1]]
-    out, _, lse = _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length)
+    out, _, lse = _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length, out=out)
     return out, lse
 
 

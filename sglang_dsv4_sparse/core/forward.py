@@ -201,7 +201,8 @@ def prefill_layer(
     they raise ``ValueError`` naming the argument.  A head whose q holds NaN
     or inf gives NaN. ``choice``: the kernels (None: the default of q's device).
     ``out``: a ``[T, h, 512]`` bf16 tensor to write the result into (a slice of
-    a wider buffer is fine; the shared-row routes write it in place) and return.
+    a wider buffer is fine; the Triton kernels write it in place, FlashMLA's
+    result is copied there) and return.
     """
     swa_cache, compressed_cache, choice = _check_prefill(
         plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, choice
@@ -227,7 +228,7 @@ def prefill_layer(
 
 def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, c4_rows,
              route, fold, choice, out):
-    """:func:`prefill_layer` after its checks (caches as byte views); the shared-row routes write into ``out``."""
+    """:func:`prefill_layer` after its checks (caches as byte views); the Triton kernels write into ``out``."""
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if bounds_check_enabled():
@@ -239,7 +240,7 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
         if route == "shared":
             return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, out=out)
         indices, lens = plan.c0_index_rows()
-        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice, out=out)
 
     rows = plan.compressed[compress_ratio]
     if compress_ratio == 4:
@@ -247,7 +248,7 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
             return _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows,
                                      out)
         return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows,
-                           choice, split=route == "split")
+                           choice, split=route == "split", out=out)
 
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
     if route == "shared":
@@ -257,7 +258,7 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
         return c128_folded_attention(plan, fold, q, kv, attn_sink, choice=choice, out=out)
     if len(plan.c128_tiles) == 1:
         indices, lens = plan.c128_tile_indices(plan.c128_tiles[0])
-        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice, out=out)
     out = torch.empty_like(q) if out is None else out
     for tile in plan.c128_tiles:
         indices, lens = plan.c128_tile_indices(tile)
@@ -290,7 +291,7 @@ def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None, out=No
 
 
 def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows, choice,
-                split=False):
+                split=False, out=None):
     num_tokens, k = topk_indices.shape
     if c4_rows == "auto":
         c4_rows = choose_c4_rows(rows.total, num_tokens, k)
@@ -308,9 +309,9 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
         window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
     if not split:
-        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice)
+        return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice, out=out)
     out_topk, lse_topk = sparse_prefill_attention_lse(q, kv, indices[:, None, :], lens, choice=choice)
-    return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()))
+    return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()), out=out)
 
 
 def _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, out):

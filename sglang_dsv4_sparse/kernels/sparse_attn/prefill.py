@@ -225,17 +225,19 @@ def _sparse_mla_fwd(
     topk_length: Optional[torch.Tensor],
     *,
     config: Optional[KernelConfig] = None,
+    out: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`sparse_mla_fwd` without its argument checks, for a caller that made them (the core, once a layer).
 
     Ids are still range-checked under ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``, as there.
+    ``out``: a ``[s_q, h_q, 512]`` bf16 tensor (any strides but a unit last one) to write the result into.
     """
     s_q, h_q, _ = q.shape
     topk = indices.shape[2]
     s_kv = kv.shape[0]
     if bounds_check_enabled():
         check_ids_in_range("indices", counted_ids(indices, topk_length), s_kv, allow_negative=True)
-    out = torch.empty((s_q, h_q, L.HEAD_DIM), dtype=torch.bfloat16, device=q.device)
+    out = torch.empty((s_q, h_q, L.HEAD_DIM), dtype=torch.bfloat16, device=q.device) if out is None else out
     max_logits = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     lse = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
     if s_q == 0:
