@@ -9,8 +9,9 @@ import torch
 from sglang_dsv4_sparse.core.fold import build_c128_fold
 from sglang_dsv4_sparse.kernels.sparse_attn.shared_rows import queries_per_tile
 from sglang_dsv4_sparse.core.forward import Workspace, prefill_layer
-from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
+from sglang_dsv4_sparse.core.plan import build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
+from testing import shared_prompt_inputs
 from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, layer_q
 
 TOLERANCE = 1e-2  # bf16 output against the fp32 reference over the same fp8 caches
@@ -71,18 +72,9 @@ def test_several_requests_in_one_chunk(device):
     cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=460, decode_steps=0)
     stack = build_stack(cfg, device)
     spans = [(100, 150), (250, 263), (380, 437)]
-    one = _inputs(stack, 0, 1)
     dev = stack.device
-    inputs = StepInputs(
-        seq_lens=torch.tensor([e for _, e in spans], dtype=torch.int32, device=dev),
-        extend_lens=torch.tensor([e - s for s, e in spans], dtype=torch.int32, device=dev),
-        req_pool_indices=torch.tensor([stack.pool_row] * len(spans), dtype=torch.int32, device=dev),
-        req_to_token=one.req_to_token, full_to_swa=one.full_to_swa,
-        compressed_page_tables={r: t.expand(len(spans), -1).contiguous() for r, t in one.compressed_page_tables.items()},
-        seq_lens_cpu=[e for _, e in spans], extend_lens_cpu=[e - s for s, e in spans], window=one.window,
-    )
+    inputs, pos = shared_prompt_inputs(stack, spans)
     plan = build_prefill_plan(inputs)
-    pos = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
     q = layer_q(stack, 0, pos)
     fold = build_c128_fold(plan, 16)
     # Groups of 4 token rows: 50 + 13 + 57 rows, so the groups at rows 48 and 60 hold two requests

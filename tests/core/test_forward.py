@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, choose_c4_rows, prefill_layer
-from sglang_dsv4_sparse.core.plan import StepInputs, build_prefill_plan
+from sglang_dsv4_sparse.core.plan import build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
+from testing import shared_prompt_inputs
 from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, deterministic_topk, layer_q
 
 
@@ -167,18 +168,9 @@ def test_c4_paged_route_several_requests_and_wild_picks(device):
     cfg = StackConfig(ratios=(4,), heads=4, topk=16, prompt_len=460, decode_steps=0)
     stack = build_stack(cfg, device)
     spans = [(100, 121), (250, 263), (380, 437)]
-    one = _inputs(stack, 0, 1)
     dev = stack.device
-    inputs = StepInputs(
-        seq_lens=torch.tensor([e for _, e in spans], dtype=torch.int32, device=dev),
-        extend_lens=torch.tensor([e - s for s, e in spans], dtype=torch.int32, device=dev),
-        req_pool_indices=torch.tensor([stack.pool_row] * len(spans), dtype=torch.int32, device=dev),
-        req_to_token=one.req_to_token, full_to_swa=one.full_to_swa,
-        compressed_page_tables={r: t.expand(len(spans), -1).contiguous() for r, t in one.compressed_page_tables.items()},
-        seq_lens_cpu=[e for _, e in spans], extend_lens_cpu=[e - s for s, e in spans], window=one.window,
-    )
+    inputs, pos = shared_prompt_inputs(stack, spans)
     plan = build_prefill_plan(inputs)
-    pos = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
     q = layer_q(stack, 0, pos)
     topk = deterministic_topk(stack, 0, pos)
     args = (stack.swa_caches[0], 4, stack.compressed_caches[0])

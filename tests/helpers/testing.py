@@ -61,3 +61,22 @@ def flashmla_or_skip():
     import flash_mla
 
     return flash_mla, torch.cuda.get_device_capability()[0]
+
+
+def shared_prompt_inputs(stack, spans):
+    """``(StepInputs, positions)`` of several requests over one stack's cached prompt (one pool row),
+    request ``i`` extending positions ``spans[i] = (start, end)``: ragged chunks in one step."""
+    from sglang_dsv4_sparse.core.plan import StepInputs
+    from sglang_dsv4_sparse.stack_check import _inputs
+
+    one = _inputs(stack, 0, 1)
+    dev = stack.device
+    positions = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
+    return StepInputs(
+        seq_lens=torch.tensor([e for _, e in spans], dtype=torch.int32, device=dev),
+        extend_lens=torch.tensor([e - s for s, e in spans], dtype=torch.int32, device=dev),
+        req_pool_indices=torch.tensor([stack.pool_row] * len(spans), dtype=torch.int32, device=dev),
+        req_to_token=one.req_to_token, full_to_swa=one.full_to_swa,
+        compressed_page_tables={r: t.expand(len(spans), -1).contiguous() for r, t in one.compressed_page_tables.items()},
+        seq_lens_cpu=[e for _, e in spans], extend_lens_cpu=[e - s for s, e in spans], window=one.window,
+    ), positions
