@@ -171,6 +171,7 @@ PREFILL_ROUTES = {
 # The routes that read the plan's combined index rows (the others build none).
 INDEX_ROW_ROUTES = ("index", "native")
 
+
 def prefill_layer(
     plan: PrefillPlan,
     workspace: Workspace,
