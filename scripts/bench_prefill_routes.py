@@ -9,9 +9,9 @@ One request; ``core.forward.prefill_layer`` on each route of ``PREFILL_ROUTES``
 index row per query through FlashMLA with the query zero-padded to 64 heads
 (what ``auto`` ran before the shared-row routes; "index, q padded" without the
 padding copy), "native" the same index rows through the Triton kernel at the
-real heads, the others go through the shared-row kernel. Cases: an 8192-token chunk after a 120k-token prefix (C0,
-C4 with top-k 512, C128) and a 32768-token chunk ending at 1M tokens (C128),
-at 8, 16 and 64 heads. Times are ``do_bench`` medians (L2 flushed between
+real heads, the others go through the shared-row kernel. Cases: an
+8192-token chunk after a 120k-token prefix (C0, C4 with top-k 512, C128) and
+a 32768-token chunk ending at 1M tokens (C128), at 8, 16 and 64 heads. Times are ``do_bench`` medians (L2 flushed between
 calls). "% floor": the layer's useful FLOPs (``4 * h * 512`` per key a query
 reads) at the bf16 matmul rate measured in the same run, over the time.
 "vs index": relative norm difference of the route's output from the index
@@ -40,7 +40,6 @@ TITLE = "sparse prefill layer by route (do_bench median ms)"
 HEAD = ["case", "layer", "heads", "route", "ms", "x index", "% floor", "vs index"]
 TOPK = 512
 HEADS = (8, 16, 64)
-PADDED_HEADS = 64  # FlashMLA's head count for a rank's 8 or 16 (dispatch.flashmla_padded_heads)
 
 
 def matmul_tflops() -> float:
@@ -106,19 +105,19 @@ def variants(ratio: int, heads: int, q: torch.Tensor, routes, fold):
     "index" on Triton, which FlashMLA beats, so it is left out), and below 64 heads "index, q padded":
     the index route with FlashMLA handed a query already zero-padded to 64 heads, as SGLang's model
     hands it (no padding copy in the time)."""
-    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS
+    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS, flashmla_padded_heads
 
     narrow = heads < SHARED_ROW_MAX_HEADS
     out = [(route, route, q) for route in routes if (route != "folded" or fold is not None) and (route != "native" or narrow)]
     if narrow:
-        out.insert(1, ("index, q padded", "index", torch.nn.functional.pad(q, (0, 0, 0, PADDED_HEADS - heads))))
+        out.insert(1, ("index, q padded", "index", torch.nn.functional.pad(q, (0, 0, 0, flashmla_padded_heads(heads) - heads))))
     return out
 
 
 def run(quick: bool) -> tuple[float, list]:
     from sglang_dsv4_sparse.core.fold import build_c128_fold
     from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, prefill_layer
-    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS
+    from sglang_dsv4_sparse.dispatch import SHARED_ROW_MAX_HEADS, flashmla_padded_heads
 
     gen = torch.Generator().manual_seed(0)
     tflops = matmul_tflops()
@@ -140,7 +139,7 @@ def run(quick: bool) -> tuple[float, list]:
             for heads in HEADS:
                 q = torch.randn(chunk, heads, L.HEAD_DIM, device="cuda").to(torch.bfloat16)
                 sink = torch.randn(heads, device="cuda")
-                sink_padded = torch.nn.functional.pad(sink, (0, PADDED_HEADS - heads))
+                sink_padded = torch.nn.functional.pad(sink, (0, flashmla_padded_heads(heads) - heads))
                 fold = build_c128_fold(plan, heads) if ratio == 128 and heads < SHARED_ROW_MAX_HEADS else None
                 floor_ms = 4 * heads * L.HEAD_DIM * keys / (tflops * 1e12) * 1e3
                 base_ms = base_out = None

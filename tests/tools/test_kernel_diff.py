@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from decimal import Decimal
 from pathlib import Path
 
@@ -378,6 +379,17 @@ def test_png(ab, tmp_path):
     assert done.returncode == 0, done.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {png}" in done.stdout
+
+
+def test_png_with_a_broken_matplotlib(capsys, ab, tmp_path, monkeypatch):
+    # matplotlib imports, but its pyplot does not (a broken install): a clear error, no traceback.
+    broken = types.ModuleType("matplotlib")
+    broken.use = lambda backend: None
+    monkeypatch.setitem(sys.modules, "matplotlib", broken)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import raises ImportError
+    rc, _, err = run_cli(capsys, *ab, "--png", tmp_path / "x.png")
+    assert rc == 2
+    assert "argument --png: matplotlib is installed but cannot be used" in err
 
 
 def test_png_without_matplotlib(capsys, ab, tmp_path, monkeypatch):
