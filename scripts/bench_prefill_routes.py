@@ -11,9 +11,10 @@ index row per query through FlashMLA with the query zero-padded to 64 heads
 padding copy), "native" the same index rows through the Triton kernel at the
 real heads, the others go through the shared-row kernel. Cases: an
 8192-token chunk after a 120k-token prefix (C0, C4 with top-k 512, C128) and
-a 32768-token chunk ending at 1M tokens (C128), at 8, 16 and 64 heads. Times are ``do_bench`` medians (L2 flushed between
-calls). "% floor": the layer's useful FLOPs (``4 * h * 512`` per key a query
-reads) at the bf16 matmul rate measured in the same run, over the time.
+a 32768-token chunk ending at 1M tokens (C128), at 8, 16 and 64 heads. Times
+are ``do_bench`` medians (L2 flushed between calls). "% floor": the layer's
+useful FLOPs (``4 * h * 512`` per key a query reads) at the bf16 matmul rate
+measured in the same run, over the time.
 "vs index": relative norm difference of the route's output from the index
 route's. ``--quick`` drops the 1M case.
 """
