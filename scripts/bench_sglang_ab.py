@@ -1,6 +1,7 @@
 """Per-layer and per-step A/B: this package's backend against SGLang 0.5.23's DeepseekV4AttnBackend.
 
-    python scripts/bench_sglang_ab.py [--quick] [--json FILE] [--markdown]
+    python scripts/bench_sglang_ab.py [--quick] [--json FILE] [--markdown] [--breakdown]
+                                      [--route-table FILE] [--heads 8,16]
 
 Both backends run on one serving-sized DSv4 pool (SGLang's
 ``DeepSeekV4TokenToKVPool``: an SWA, a C4 and a C128 layer, fp8 V4 caches
@@ -8,12 +9,16 @@ filled with quantized random rows) through SGLang's own ``ForwardBatch``es,
 built as its attention kit builds them, with the same query tensors and the
 same C4 top-k (random picks written where SGLang's indexer writes them).
 
-* EXTEND: chunks of 8192 and 32768 tokens after a prefix of 0, 120k or 1M
-  tokens, one request or four. ``meta`` is ``init_forward_metadata``; ``c0``,
-  ``c4``, ``c128`` one layer's ``forward`` each (median of repeated calls,
-  CUDA events); ``step`` the wall time of metadata + one layer of each kind,
-  synchronized (SGLang builds its sparse-prefill cache lazily in the step's
-  first layer, so only ``step`` compares everything).
+* EXTEND: chunks of 2k, 8k and 32k tokens after a prefix of 0, 8k, 32k,
+  120k or 1M tokens, one request or four (four only up to 8k chunks: SGLang's
+  compressor planner rejects four 32k chunks); a MIXED batch of 32 decodes
+  and one 8k chunk. ``meta`` is ``init_forward_metadata``; ``c0``, ``c4``,
+  ``c128`` one layer's ``forward`` each (median of repeated calls, CUDA
+  events); ``step`` the wall time of metadata + one layer of each kind,
+  synchronized (SGLang builds its sparse-prefill chunk cache in the step's
+  first sparse layer, and ours builds its plan in its first layer on one of
+  its routes, so only ``step`` compares everything). ``plan`` is our plan's
+  own cost on top of SGLang's chunk cache.
 * DECODE: batches of 1 / 8 / 64 / 128 at 8k and 128k tokens of context,
   captured in a CUDA graph (``init_forward_metadata_out_graph`` outside,
   ``init_forward_metadata_in_graph``, a stand-in indexer that copies the C4
@@ -21,11 +26,20 @@ same C4 top-k (random picks written where SGLang's indexer writes them).
   replay.
 
 Heads 8 and 16 are a tensor-parallel rank's: the query is zero-padded to 64
-for both backends, as the DSv4 model hands it over; there ours runs the
-shared-row routes (``auto``) and extends also run ``ours_index``
-(``SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index``: index rows on every layer, what
-ran before). Rows run SGLang, then ours, back to back. Imports the test-only
-stand-ins from ``tests/sglang``.
+for both backends, as the DSv4 model hands it over. ``ours`` is the backend
+as shipped (``SGLANG_DSV4_SPARSE_PREFILL_ROUTE=auto``: each layer kind on the
+route the route table gives for the step's shape); below 64 heads extends also
+run ``ours_static`` (``=ours``: our routes on every layer), whose per-layer
+times and plan cost, beside SGLang's, are what ``--route-table FILE`` writes
+as the route table (``sglang_dsv4_sparse/route_tables/``). Rows run SGLang,
+then ours, back to back.
+
+``--breakdown`` profiles one step of a few rows per backend (PyTorch
+profiler): host time and GPU time of the metadata, our plan and each layer,
+the GPU time split into staging (dequant, index rows) and attention kernels;
+it also saves both backends' traces of one row and prints
+``dsv4-kernel-diff``'s comparison of them. Imports the test-only stand-ins
+from ``tests/sglang``.
 """
 
 from __future__ import annotations
@@ -54,6 +68,7 @@ PAGE = 256  # SGLang's full-cache page
 RATIOS = (0, 4, 128)  # layer i of the pool has ratio RATIOS[i]
 TOPK = 512  # DSv4-Flash's index_topk
 KERNEL_WIDTH = 64  # the query width the model hands over up to 64 heads
+NO_GPU_EXIT = 4  # every script's exit status when it needs a GPU and finds none
 SWA_POOL_TOKENS = 1 << 20  # SWA-cache rows; the full-to-SWA map folds full ids onto them
 
 
@@ -64,17 +79,45 @@ def parse_args():
     p.add_argument("--json", default=None, help="default: $OUT/bench_sglang_ab.json")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--from-json", default=None, help="print the tables of an earlier run's JSON and exit")
+    p.add_argument("--breakdown", action="store_true", help="profile a few rows: host / GPU time by part")
+    p.add_argument("--route-table", default=None,
+                   help="write the route table (per-layer times of SGLang's route and ours) to FILE")
+    p.add_argument("--heads", default=None, help="comma-separated head counts (default: 8,16,64,128)")
+    p.add_argument("--skip-decode", action="store_true", help="extends only")
     return p.parse_args()
 
 
+# A MIXED row: this many decode requests at MIXED_CONTEXT tokens beside one chunk of MIXED_CHUNK.
+MIXED_DECODES, MIXED_CONTEXT, MIXED_CHUNK = 32, 8192, 8192
+PREFIXES = (0, 8192, 32768, 120_000, 1_000_000)
+
+
 def plan_rows(args):
+    """(extends as (chunk, prefix, requests), decodes as (batch, context), head counts); a chunk of
+    None is the MIXED row."""
     if args.tiny:
-        return ([(16, 0, 1), (16, 300, 2)], [(1, 300), (2, 600)], (16,))
-    if args.quick:
-        return ([(8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1)], [(1, 8192), (64, 8192)], (8, 16, 64))
-    extends = [(c, p, n) for c in (8192, 32768) for p in (0, 120_000, 1_000_000) for n in (1, 4)]
-    decodes = [(b, ctx) for b in (1, 8, 64, 128) for ctx in (8192, 131072)]
-    return extends, decodes, (8, 16, 64)
+        rows = ([(16, 0, 1), (16, 300, 2), (None, 0, 1)], [(1, 300), (2, 600)], (16,))
+    elif args.quick:
+        rows = ([(8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1), (None, 0, 1)],
+                [(1, 8192), (64, 8192)], (8, 16, 64))
+    else:
+        extends = [(c, p, n) for c in (2048, 8192, 32768) for p in PREFIXES for n in (1, 4)
+                   if not (n == 4 and (c > 8192 or p > 120_000))]
+        rows = (extends + [(None, 0, 1)], [(b, ctx) for b in (1, 8, 64, 128) for ctx in (8192, 131072)],
+                (8, 16, 64, 128))
+    if args.heads:
+        rows = rows[:2] + (tuple(int(h) for h in args.heads.split(",")),)
+    if args.skip_decode:
+        rows = (rows[0], [], rows[2])
+    return rows
+
+
+def extend_batch(chunk, prefix, nreq, tiny=False):
+    """(prefix lengths, extend lengths, mode) of an extend row; chunk None is the MIXED row."""
+    if chunk is None:
+        decodes, context, new = (2, 40, 16) if tiny else (MIXED_DECODES, MIXED_CONTEXT, MIXED_CHUNK)
+        return [context - 1] * decodes + [0], [1] * decodes + [new], "MIXED"
+    return [prefix] * nreq, [chunk] * nreq, "EXTEND"
 
 
 # ---------------------------------------------------------------------------
@@ -209,10 +252,9 @@ def _factories():
 
 
 # Our backend run again under another setting, below 64 heads and on extends only (where it differs
-# from ``ours``): ``ours_index`` one index row per query on every layer (FlashMLA on the padded query),
-# what ``auto`` ran before the shared-row routes (dispatch.KernelChoice.prefill_route).
+# from ``ours``): ``ours_static`` our routes on every layer, the route table's measurements.
 VARIANTS = {
-    "ours_index": {"SGLANG_DSV4_SPARSE_PREFILL_ROUTE": "index"},
+    "ours_static": {"SGLANG_DSV4_SPARSE_PREFILL_ROUTE": "ours"},
 }
 
 
@@ -270,7 +312,7 @@ def _wall_ms(fn, device, reps):
     return statistics.median(times)
 
 
-def bench_extend(dep, factory, name, heads, prefix, ext, reps):
+def bench_extend(dep, factory, name, heads, prefix, ext, reps, mode="EXTEND", breakdown=None):
     from sglang.srt.environ import envs
 
     from sglang_dsv4_sparse.benchmarking import events_ms
@@ -278,7 +320,7 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
 
     dev = dep.device
     gen = torch.Generator(device=dev).manual_seed(1)
-    fb, bases, _ = dep.batch("EXTEND", prefix, ext)
+    fb, bases, _ = dep.batch(mode, prefix, ext)
     raw, ids = dep.c4_picks(prefix, ext, bases, gen)
     q, sink = _query(sum(ext), heads, gen, dev)
     backend = factory(dep.runner)
@@ -301,17 +343,122 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps):
                 layer(i)
 
         step()  # compile, autotune, allocate
-        if name != "sglang" and backend._dsv4_step is None:
-            raise RuntimeError("our backend left the step to SGLang")
-        if name == "ours" and heads < KERNEL_WIDTH and not backend._dsv4_step.c128_folds:
-            raise RuntimeError("the C128 layer did not take the folded route")
+        if name != "sglang":
+            if backend._dsv4_step is None:
+                raise RuntimeError("our backend left the step to SGLang")
+            if name == "ours_static" and not backend._dsv4_step.c128_folds:
+                raise RuntimeError("the C128 layer did not take the folded route")
+            row["routes"] = {str(r): backend._dsv4_step.routes_by_heads.get(heads, {}).get(r, "-") for r in RATIOS}
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)
         init()
         for i, ratio in enumerate(RATIOS):
             row[f"c{ratio}"] = events_ms(lambda: layer(i), reps)
+        if name != "sglang" and backend._dsv4_step.plan is not None:
+            row["plan"] = _wall_ms(lambda: _rebuild_plan(backend, heads), dev, reps)
+        if breakdown is not None:
+            breakdown[name] = profile_step(init, layer, backend if name != "sglang" else None, heads)
     del backend
     return row
+
+
+def _rebuild_plan(backend, heads):
+    """Our plan's own work, again: what the step's first layer on one of our routes adds to SGLang's chunk cache."""
+    step = backend._dsv4_step
+    step.plan, step.inputs = None, None
+    step.c128_folds.clear()
+    for ratio, route in sorted(step.routes_by_heads[heads].items()):
+        if route != "sglang":
+            step.prefill_plan(backend, ratio, route)
+            if route == "folded":
+                step.c128_fold(heads)
+
+
+# Kernel names by what they do: staging (dequantize rows into the workspace, build index rows) or attention.
+_STAGING = ("dequant", "combine", "swa_token", "index", "gather", "arange", "cumsum", "searchsorted", "copy", "fill")
+_ATTENTION = ("flash", "sparse_mla", "shared_rows", "attn", "mla")
+
+
+def _kernel_kind(name: str) -> str:
+    low = name.lower()
+    if any(k in low for k in _ATTENTION) and "dequant" not in low:
+        return "attention"
+    if "dequant" in low:
+        return "dequant"
+    if any(k in low for k in _STAGING):
+        return "index"
+    return "other"
+
+
+def profile_part(fn, reps=3):
+    """Host ms (time to issue ``fn``), GPU ms (kernel time) and GPU ms by kind, per call."""
+    import torch.profiler as tp
+
+    fn()
+    _sync("cuda")
+    host = 0.0
+    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            host += time.perf_counter() - t
+        _sync("cuda")
+    kinds = {}
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            kind = _kernel_kind(e.name)
+            kinds[kind] = kinds.get(kind, 0.0) + e.time_range.elapsed_us() / 1e3 / reps
+    return dict(host=host * 1e3 / reps, gpu=sum(kinds.values()), **{f"gpu_{k}": v for k, v in kinds.items()})
+
+
+def profile_step(init, layer, ours, heads):
+    """The breakdown of one step: metadata, (ours) our plan, and each layer."""
+    parts = {"meta": profile_part(init)}
+    init()
+    if ours is not None and ours._dsv4_step.plan is not None:
+        parts["plan"] = profile_part(lambda: _rebuild_plan(ours, heads))
+    for i, ratio in enumerate(RATIOS):
+        parts[f"c{ratio}"] = profile_part(lambda: layer(i))
+    return parts
+
+
+def save_traces(dep, factories, heads, prefix, ext, out_dir):
+    """One step of each backend as a Chrome trace, and dsv4-kernel-diff's comparison (SGLang = A, ours = B)."""
+    import torch.profiler as tp
+    from sglang.srt.environ import envs
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    from sglang_dsv4_sparse.tools import kernel_diff
+
+    paths = {}
+    for name in ("sglang", "ours"):
+        fb, bases, _ = dep.batch("EXTEND", prefix, ext)
+        gen = torch.Generator(device=dep.device).manual_seed(1)
+        raw, ids = dep.c4_picks(prefix, ext, bases, gen)
+        q, sink = _query(sum(ext), heads, gen, dep.device)
+        backend = factories[name](dep.runner)
+        layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
+        with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)), \
+                envs.SGLANG_OPT_FLASHMLA_SPARSE_PREFILL.override(True):
+            def step():
+                backend.init_forward_metadata(fb)
+                _write_c4(backend, raw, ids)
+                for i in range(len(RATIOS)):
+                    backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb, compress_ratio=RATIOS[i],
+                                    save_kv_cache=False, attn_sink=sink)
+
+            step()
+            _sync(dep.device)
+            with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
+                step()
+                _sync(dep.device)
+        paths[name] = os.path.join(out_dir, f"trace_{name}_h{heads}.json")
+        prof.export_chrome_trace(paths[name])
+        del backend
+    print(f"== dsv4-kernel-diff, one step at {heads} heads, {ext[0]}-token chunk after {prefix[0]} (A = SGLang, B = ours)",
+          flush=True)
+    kernel_diff.main([paths["sglang"], paths["ours"]])
+    return paths
 
 
 def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
@@ -363,6 +510,16 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
     return row
 
 
+def _default_out_dir() -> str:
+    out = os.environ.get("OUT") or os.path.join(ROOT, "gpu_check_out")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+# Rows the breakdown profiles at each head count: (chunk, prefix, requests).
+BREAKDOWN_ROWS = ((8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1))
+
+
 def main() -> int:
     args = parse_args()
     if args.from_json:
@@ -374,7 +531,7 @@ def main() -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
         print("bench_sglang_ab.py: needs a CUDA GPU (or --tiny for a CPU plumbing check)", file=sys.stderr)
-        return 2
+        return NO_GPU_EXIT
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
         import sglang.srt.layers.attention.deepseek_v4_backend as parent
@@ -383,10 +540,12 @@ def main() -> int:
         parent._create_flashmla_metadata = lambda: None
         parent.create_paged_compressor_data = lambda **_: None
     extends, decodes, heads_list = plan_rows(args)
-    max_reqs = max([n for *_, n in extends] + [b for b, _ in decodes])
-    max_context = max([p + c for c, p, _ in extends] + [ctx for _, ctx in decodes])
-    full_tokens = max([n * (-(-(p + c) // PAGE) * PAGE) for c, p, n in extends]
+    batches = [extend_batch(c, p, n, args.tiny) for c, p, n in extends]
+    max_reqs = max([len(pre) for pre, _, _ in batches] + [b for b, _ in decodes])
+    max_context = max([max(p + e for p, e in zip(pre, ext)) for pre, ext, _ in batches] + [ctx for _, ctx in decodes])
+    full_tokens = max([sum(-(-(p + e) // PAGE) * PAGE for p, e in zip(pre, ext)) for pre, ext, _ in batches]
                       + [b * (-(-ctx // PAGE) * PAGE) for b, ctx in decodes])
+    out_dir = _default_out_dir()
     t0 = time.time()
     dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
@@ -397,19 +556,23 @@ def main() -> int:
     total = len(heads_list) * (len(extends) + len(decodes))
     done = 0
     for heads in heads_list:
-        for chunk, prefix, nreq in extends:
+        for (chunk, prefix, nreq), (pre, ext, mode) in zip(extends, batches):
             done += 1
-            row = dict(kind="extend", heads=heads, chunk=chunk, prefix=prefix, reqs=nreq)
+            row = dict(kind="extend", heads=heads, chunk=chunk or "mixed", prefix=prefix, reqs=len(pre))
+            profiled = args.breakdown and device == "cuda" and (chunk, prefix, nreq) in BREAKDOWN_ROWS
+            if profiled:
+                row["breakdown"] = {}
             for name in _names_for(names, heads, "extend"):
                 try:
                     with _variant_env(name):
-                        row[name] = bench_extend(dep, factories[name], name, heads, [prefix] * nreq, [chunk] * nreq, reps)
+                        row[name] = bench_extend(dep, factories[name], name, heads, pre, ext, reps, mode=mode,
+                                                 breakdown=row["breakdown"] if profiled else None)
                 except Exception as exc:
                     traceback.print_exc()
                     row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
                 torch.cuda.empty_cache() if device == "cuda" else None
             results.append(row)
-            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {row}", flush=True)
+            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {_brief(row)}", flush=True)
         for bs, ctx in decodes:
             done += 1
             row = dict(kind="decode", heads=heads, bs=bs, ctx=ctx)
@@ -421,15 +584,77 @@ def main() -> int:
                     traceback.print_exc()
                     row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
             results.append(row)
-            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {row}", flush=True)
+            print(f"[{done}/{total}, {time.time() - t0:.0f} s] {_brief(row)}", flush=True)
     from sglang_dsv4_sparse.benchmarking import run_header
 
     meta = run_header(ROOT, packages=("sglang",))
-    path = args.json or os.path.join(os.environ.get("OUT", "."), "bench_sglang_ab.json")
+    path = args.json or os.path.join(out_dir, "bench_sglang_ab.json")
     with open(path, "w") as f:
         json.dump(dict(header=meta, rows=results), f, indent=1)
+    print(f"bench_sglang_ab.py: wrote {path}", flush=True)
+    if args.route_table:
+        table = route_table(meta, results)
+        with open(args.route_table, "w") as f:
+            json.dump(table.to_json(), f, indent=1)
+        print(f"bench_sglang_ab.py: route table of {len(table.entries)} shapes written to {args.route_table}", flush=True)
+    if args.breakdown and device == "cuda":
+        heads = min(h for h in heads_list)
+        try:
+            save_traces(dep, factories, heads, [8192], [8192], out_dir)
+        except Exception:
+            traceback.print_exc()
     print_tables(meta, results, markdown=args.markdown)
+    if args.breakdown:
+        print_breakdown(results, markdown=args.markdown)
     return 0
+
+
+def _brief(row):
+    """A progress line: the row's shape and each backend's step (or error)."""
+    keys = [k for k in ("heads", "chunk", "prefix", "reqs", "bs", "ctx") if k in row]
+    shape = " ".join(f"{k}={row[k]}" for k in keys)
+    steps = [f"{n} {row[n]['step']:.3f}" if "step" in row[n] else f"{n} ERR"
+             for n in ("sglang", "ours", *VARIANTS) if n in row]
+    routes = row.get("ours", {}).get("routes")
+    return shape + ": " + ", ".join(steps) + (f" (routes {routes})" if routes else "")
+
+
+def route_table(header, rows):
+    """The route table: per shape below 64 heads, each layer's time on SGLang's route and on ours
+    (``ours_static``), and our plan's cost; rows where either failed are left out."""
+    from sglang_dsv4_sparse.routing import RouteTable, StepShape, TableEntry
+
+    entries = []
+    for r in rows:
+        theirs, ours = r.get("sglang", {}), r.get("ours_static", {})
+        if r["kind"] != "extend" or "step" not in theirs or "step" not in ours:
+            continue
+        pre, ext, _ = extend_batch(None if r["chunk"] == "mixed" else r["chunk"], r["prefix"], r["reqs"])
+        shape = StepShape(sum(ext), len(ext), max(p + e for p, e in zip(pre, ext)), r["heads"])
+        layers = {ratio: {"sglang": theirs[f"c{ratio}"], "ours": ours[f"c{ratio}"]} for ratio in RATIOS}
+        entries.append(TableEntry(shape, layers, ours.get("plan", 0.0)))
+    return RouteTable(dict(header, source="scripts/bench_sglang_ab.py --route-table"), entries)
+
+
+def print_breakdown(rows, markdown=False):
+    """Host and GPU ms of each part of the profiled steps, SGLang / ours."""
+    parts = ("meta", "plan", "c0", "c4", "c128")
+    table = [["heads", "chunk", "prefix", "part", "host", "gpu", "gpu dequant", "gpu index", "gpu attention",
+              "gpu other"]]
+    for r in rows:
+        for part in parts:
+            sides = [r.get("breakdown", {}).get(n, {}).get(part) for n in ("sglang", "ours")]
+            if not any(sides):
+                continue
+            cells = [r["heads"], r["chunk"], r["prefix"], part]
+            for key in ("host", "gpu", "gpu_dequant", "gpu_index", "gpu_attention", "gpu_other"):
+                cells.append(" / ".join("-" if side is None else f"{side.get(key, 0.0):.3f}" for side in sides))
+            table.append(cells)
+    if len(table) == 1:
+        return
+    title = "Step breakdown (PyTorch profiler; ms per call, SGLang / ours; host = time to issue the call)"
+    print(("" if markdown else "== ") + title)
+    print("\n".join(_render(table, markdown)))
 
 
 def _fmt(v):
@@ -440,21 +665,32 @@ def _failed_both(r):
     return all("error" in r.get(name, {}) for name in ("sglang", "ours"))
 
 
+_ROUTE_TAGS = {"sglang": "S", "shared": "sh", "native": "nat", "folded": "fold", "index": "idx"}
+
+
+def _routes(r):
+    routes = r.get("ours", {}).get("routes")
+    if not routes:
+        return "-"
+    return "/".join(_ROUTE_TAGS.get(routes.get(str(ratio), "-"), routes.get(str(ratio), "-")) for ratio in RATIOS)
+
+
 def _tables(rows, skip_failed=False):
     """The extend and the decode table (header row first) of a run's rows; ``skip_failed`` leaves out
     extend rows that failed for both backends."""
     ext_cols = ["meta", "c0", "c4", "c128", "step"]
-    # A variant's columns appear where the run measured it (older runs: ours_fm, ours_fold).
+    # A variant's columns appear where the run measured it.
     variants = sorted({n for r in rows for n in r if n.startswith("ours_")})
     tags = {v: v[len("ours_"):] for v in variants}
-    extra = [f"{tags[v]} {c}" for v in variants for c in ("c0", "c128", "step", "ratio")]
-    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio"] + extra]
+    extra = [f"{tags[v]} {c}" for v in variants for c in ("c0", "c4", "c128", "plan", "step", "ratio")]
+    extend = [["heads", "chunk", "prefix", "reqs"] + ext_cols + ["ratio", "routes C0/C4/C128"] + extra]
     for r in rows:
         if r["kind"] != "extend" or (skip_failed and _failed_both(r)):
             continue
-        cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]] + [_pair(r, c) for c in ext_cols] + [_ratio(r, "step")]
+        cells = [r["heads"], r["chunk"], r["prefix"], r["reqs"]] + [_pair(r, c) for c in ext_cols]
+        cells += [_ratio(r, "step"), _routes(r)]
         for v in variants:
-            cells += [_one(r, v, "c0"), _one(r, v, "c128"), _one(r, v, "step"), _ratio(r, "step", v)]
+            cells += [_one(r, v, c) for c in ("c0", "c4", "c128", "plan", "step")] + [_ratio(r, "step", v)]
         extend.append(cells)
     decode = [["heads", "bs", "ctx", "step", "ratio"]]
     for r in rows:
@@ -485,7 +721,7 @@ def print_tables(meta, rows, markdown=False):
         return
     header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
     lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
-             " index = ours with index rows on every layer (SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index)"]
+             " routes: ours per layer kind (S = SGLang's); static = ours with our routes on every layer"]
     lines += _render(extend, markdown)
     lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
     lines += _render(decode, markdown)
@@ -493,40 +729,35 @@ def print_tables(meta, rows, markdown=False):
 
 
 def _findings(rows):
-    """The tables' ranges as sentences, each computed from the rows (ratios are ours / SGLang)."""
+    """The goals' figures as sentences, each computed from the rows (ratios are ours / SGLang steps)."""
 
-    def ok(r, name, key):
-        return key in r.get(name, {}) and key in r.get("sglang", {})
+    def ratio(r, name="ours"):
+        a, b = r.get("sglang", {}).get("step"), r.get(name, {}).get("step")
+        return b / a if a and b else None
 
-    def span(kind, heads, name, key="step"):
-        vals = [r[name][key] / r["sglang"][key] for r in rows
-                if r["kind"] == kind and r["heads"] in heads and ok(r, name, key)]
-        return f"{min(vals):.2f}-{max(vals):.2f}x" if vals else "-"
-
-    narrow = "/".join(str(h) for h in sorted({r["heads"] for r in rows if r["heads"] < 64}))
-    wide = "/".join(str(h) for h in sorted({r["heads"] for r in rows if r["heads"] >= 64}))
-    is_narrow = {r["heads"] for r in rows if r["heads"] < 64}
-    is_wide = {r["heads"] for r in rows if r["heads"] >= 64}
+    ext = [(r, ratio(r)) for r in rows if r["kind"] == "extend" and ratio(r) is not None]
     lines = []
-    for kind, what in (("decode", "Decode step"), ("extend", "Extend step")):
-        parts = [(span(kind, is_wide, "ours"), f"at {wide} heads (FlashMLA in both)"),
-                 (span(kind, is_narrow, "ours"), f"at {narrow} heads (ours: auto)"),
-                 (span(kind, is_narrow, "ours_index"), f"at {narrow} heads with index rows on every layer (`index`)")]
-        parts = [f"{value} {where}" for value, where in parts if value != "-"]
-        if parts:
-            lines.append(f"- {what}, ours / SGLang: " + "; ".join(parts) + ".")
-    for key, what in (("c0", "window-only"), ("c128", "C128")):
-        if span("extend", is_narrow, "ours", key) != "-":
-            lines.append(f"- Extend {what} layer at {narrow} heads, ours (auto) / SGLang's: "
-                         f"{span('extend', is_narrow, 'ours', key)}; with index rows: {span('extend', is_narrow, 'ours_index', key)}.")
-    meta = [r["ours"]["meta"] - r["sglang"]["meta"] for r in rows if r["kind"] == "extend" and ok(r, "ours", "meta")]
-    if meta:
-        longer = sum(d > 0 for d in meta)
-        lines.append(f"- Extend `meta`, ours minus SGLang's: {min(meta):+.2f} to {max(meta):+.2f} ms,"
-                     f" ours longer in {longer} of {len(meta)} rows.")
-    layers = [f"{key} {span('extend', is_wide, 'ours', key)}" for key in ("c0", "c4", "c128")]
-    if span("extend", is_wide, "ours", "c0") != "-":
-        lines.append(f"- Extend per layer at {wide} heads, same FlashMLA kernel, ours / SGLang: {', '.join(layers)}.")
+    if ext:
+        worst = max(ext, key=lambda x: x[1])
+        lines.append(f"- Extend step, ours / SGLang, every row both ran ({len(ext)}): {min(v for _, v in ext):.2f}-"
+                     f"{worst[1]:.2f}x (worst: {worst[0]['heads']} heads, chunk {worst[0]['chunk']}, prefix "
+                     f"{worst[0]['prefix']}, {worst[0]['reqs']} requests).")
+        narrow = sorted(v for r, v in ext if r["heads"] < 64)
+        if narrow:
+            lines.append(f"- Median over the {len(narrow)} rows at 8 and 16 heads: {statistics.median(narrow):.2f}x.")
+        for heads in sorted({r["heads"] for r, _ in ext}):
+            vals = [v for r, v in ext if r["heads"] == heads and r["prefix"] == 1_000_000]
+            if vals:
+                lines.append(f"- 1M-prefix rows at {heads} heads: {min(vals):.2f}-{max(vals):.2f}x.")
+        wide = [v for r, v in ext if r["heads"] >= 64]
+        if wide:
+            lines.append(f"- 64- and 128-head rows: {min(wide):.2f}-{max(wide):.2f}x.")
+    dec = [ratio(r) for r in rows if r["kind"] == "decode" and ratio(r) is not None]
+    if dec:
+        lines.append(f"- CUDA-graph decode step, ours / SGLang: {min(dec):.2f}-{max(dec):.2f}x.")
+    failed = [r for r in rows if r["kind"] == "extend" and _failed_both(r)]
+    if failed:
+        lines.append(f"- {len(failed)} extend rows failed for both backends (SGLang's own metadata).")
     return lines
 
 

@@ -34,33 +34,26 @@ from typing import Optional
 
 import torch
 
+from . import config, routing
 from . import layout as L
 from .kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged
 from .kernels.sparse_attn.prefill import _sparse_mla_fwd
 from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 
-KERNEL_CHOICES = ("auto", "flashmla", "triton")
+KERNEL_CHOICES = config.KERNELS.choices
 FLASHMLA_HEADS = (64, 128)
-# Sparse-prefill routes (core/forward.py, PREFILL_ROUTES): "auto" takes the
-# shared-row routes where they measured faster; "index" keeps one index row per
-# query on every layer.
-PREFILL_ROUTE_ENV = "SGLANG_DSV4_SPARSE_PREFILL_ROUTE"
-PREFILL_ROUTE_CHOICES = ("auto", "index")
+PREFILL_ROUTE_ENV = config.PREFILL_ROUTE.name
+PREFILL_ROUTE_CHOICES = config.PREFILL_ROUTE.choices
 
 
 def requested_prefill_routes() -> str:
-    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE`` (default ``auto``)."""
-    value = os.environ.get(PREFILL_ROUTE_ENV, "auto").strip().lower() or "auto"
-    if value not in PREFILL_ROUTE_CHOICES:
-        raise ValueError(f"{PREFILL_ROUTE_ENV} must be one of {PREFILL_ROUTE_CHOICES}, got {os.environ[PREFILL_ROUTE_ENV]!r}")
-    return value
+    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE`` (default ``auto``); a bad value raises naming it."""
+    return config.PREFILL_ROUTE.parse(os.environ)
 
 
 def requested_kernels() -> str:
-    value = os.environ.get("SGLANG_DSV4_SPARSE_KERNELS", "auto").strip().lower()
-    if value not in KERNEL_CHOICES:
-        raise ValueError(f"SGLANG_DSV4_SPARSE_KERNELS must be one of {KERNEL_CHOICES}, got {value!r}")
-    return value
+    """``SGLANG_DSV4_SPARSE_KERNELS`` (default ``auto``); a bad value raises naming it."""
+    return config.KERNELS.parse(os.environ)
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,17 +100,18 @@ class KernelChoice:
     device: torch.device
     flashmla_usable: bool
     flashmla_why: str  # why FlashMLA can or cannot run on ``device``
-    prefill_routes: str = "auto"  # "auto" or "index"
+    prefill_routes: str = "auto"  # SGLANG_DSV4_SPARSE_PREFILL_ROUTE
+    check_bounds: bool = False  # SGLANG_DSV4_SPARSE_CHECK_BOUNDS
 
     @classmethod
-    def from_env(cls, device) -> "KernelChoice":
-        """Read ``SGLANG_DSV4_SPARSE_KERNELS`` and FlashMLA's status on ``device`` (CUDA without an index: the current GPU)."""
+    def from_env(cls, device, settings: Optional[config.Settings] = None) -> "KernelChoice":
+        """The flags (``settings``, or read now) and FlashMLA's status on ``device`` (CUDA without an index: the current GPU)."""
         device = torch.device(device)
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-        requested = requested_kernels()
+        settings = config.read_settings() if settings is None else settings
         usable, why = flashmla_status(device.index) if device.type == "cuda" else (False, "no CUDA device")
-        return cls(requested, device, usable, why, requested_prefill_routes())
+        return cls(settings.kernels, device, usable, why, settings.prefill_route, settings.check_bounds)
 
     @functools.cached_property
     def triton_only(self) -> "KernelChoice":
@@ -149,23 +143,16 @@ class KernelChoice:
         return flashmla_padded_heads(num_heads) if self.use_flashmla(num_heads) else num_heads
 
     def prefill_route(self, compress_ratio: int, heads: int) -> str:
-        """A sparse-prefill layer's route (``core.forward.PREFILL_ROUTES``) at ``heads`` real heads.
+        """The route of a direct core call (``prefill_layer(route="auto")``) at ``heads`` real heads.
 
-        Under ``auto``, below 64 heads the window-only layer runs "shared",
-        the C4 layer "native" and the C128 layer "folded": each was the
-        fastest route of its layer in scripts/bench_prefill_routes.py at 8
-        and 16 heads (8k chunk at 120k, 32k chunk at 1M), FlashMLA on an
-        already padded query included. C4's top-k, different for every
-        query, is its traffic: sharing its window ("split") or reading the
-        top-k as fp8 ("paged") measured slower. At 64 heads and more FlashMLA
-        runs unpadded and "index" was fastest everywhere. Figures:
-        BENCHMARKS.md section 5; history: docs/design-notes.md, "Shared-row
-        prefill". The routes run the same on every device (on Triton-only
-        GPUs, not measured).
+        This package's own routes (no SGLang to hand a layer to): ``index``
+        keeps index rows everywhere, every other setting takes
+        :data:`routing.NARROW_ROUTES` below 64 heads and ``index`` above.
+        The SGLang backend routes by shape instead (:mod:`routing`).
         """
-        if self.prefill_routes == "index" or heads >= SHARED_ROW_MAX_HEADS:
-            return "index"
-        return {0: "shared", 4: "native", 128: "folded"}[compress_ratio]
+        mode = "index" if self.prefill_routes == "index" else "ours"
+        return routing.RoutePolicy(mode, sglang_available=False).routes(
+            routing.StepShape(0, 0, 0, heads), (compress_ratio,))[compress_ratio]
 
     def heads_to_run(self, real_heads: int, available_heads: int) -> int:
         """How many of a (possibly zero-padded) query's heads to hand the kernels.
@@ -203,6 +190,17 @@ def default_choice(device: torch.device) -> KernelChoice:
     (or call ``default_choice.cache_clear()``).
     """
     return KernelChoice.from_env(device)
+
+
+def choice_for_call(device: torch.device) -> KernelChoice:
+    """The choice of a core call given none: :func:`default_choice`, with the bounds flag as the environment has it now.
+
+    Direct callers (tests, scripts) may toggle ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS``
+    between calls; the SGLang backend passes its own choice, read once.
+    """
+    choice = default_choice(device)
+    bounds = config.CHECK_BOUNDS.parse(os.environ)
+    return choice if bounds == choice.check_bounds else dataclasses.replace(choice, check_bounds=bounds)
 
 
 def use_flashmla(device: torch.device, num_heads: int) -> bool:

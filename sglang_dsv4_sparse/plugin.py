@@ -25,6 +25,7 @@ from .sglang_backend import (
     SUPPORTED_SGLANG_VERSIONS,
     SWITCH_ENV,
     create_backend,
+    flag_errors,
     sglang_version,
     sparse_enabled,
 )
@@ -75,6 +76,8 @@ def _kernels_line() -> str:
 
 def install() -> bool:
     """Route SGLang's ``"dsv4"`` attention backend to this package. Returns whether it is routed."""
+    if flag_errors():  # each bad flag already logged as one line naming it and its allowed values
+        return False
     if not sparse_enabled():
         logger.info("sglang-dsv4-sparse: %s=0, SGLang's dsv4 attention backend left as it is", SWITCH_ENV)
         return False

@@ -20,31 +20,24 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
+from . import config
+
 INDEX_DTYPES = (torch.int32, torch.int64)
 
 
-_ON = ("1", "true", "yes", "on", "y")
-_OFF = ("0", "false", "no", "off", "n")
-
-
 def env_flag(name: str, default: bool) -> bool:
-    """A boolean environment flag: 1/true/yes/on/y or 0/false/no/off/n; unset or empty is ``default``.
-
-    Anything else is an error naming the variable, rather than a silent guess.
-    """
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in _ON:
-        return True
-    if value in _OFF:
-        return False
-    raise ValueError(f"{name} must be one of {_ON + _OFF}, got {os.environ[name]!r}")
+    """A boolean environment flag, parsed as every flag is (:mod:`~sglang_dsv4_sparse.config`): unset or empty
+    is ``default``, anything but a switch value is an error naming the variable."""
+    return config.Flag(name, "1" if default else "0", (), "").parse(os.environ)
 
 
 def bounds_check_enabled() -> bool:
-    """``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` also range-checks every id (host sync)."""
-    return env_flag("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", False)
+    """``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1`` also range-checks every id (host sync).
+
+    Read at each call: for the public kernel functions and direct core calls.
+    The SGLang backend reads it once, into its kernel choice.
+    """
+    return config.CHECK_BOUNDS.parse(os.environ)
 
 
 def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:

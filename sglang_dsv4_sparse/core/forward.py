@@ -23,7 +23,7 @@ import torch
 
 from .. import layout as L
 from ..dispatch import (
-    SHARED_ROW_MAX_HEADS, KernelChoice, default_choice, paged_decode_attention, sparse_prefill_attention,
+    SHARED_ROW_MAX_HEADS, KernelChoice, choice_for_call, paged_decode_attention, sparse_prefill_attention,
     sparse_prefill_attention_lse,
 )
 from ..kernels.dequant import _dequantize_k_cache_paged
@@ -33,7 +33,7 @@ from ..kernels.sparse_attn.configs import MAX_BLOCK_H
 from ..kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged, check_cache_aligned
 from ..kernels.sparse_attn.shared_rows import _shared_rows_attention
 from ..kernels.triton_utils import check_launch_device
-from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
+from ..validation import INDEX_DTYPES, check_int, check_tensor
 from .fold import build_c128_fold, c128_folded_attention, check_fold
 from .lookup import take
 from .bounds import check_decode_layer_bounds, check_prefill_layer_bounds
@@ -132,9 +132,9 @@ def _check_placement(q: torch.Tensor, plan_tensor: torch.Tensor, workspace: Opti
 
 
 def _choice_for(q: torch.Tensor, choice: Optional[KernelChoice]) -> KernelChoice:
-    """``choice``, made for q's device, or (None) the default choice of q's device."""
+    """``choice``, made for q's device, or (None) the default choice of q's device (bounds flag read now)."""
     if choice is None:
-        return default_choice(q.device)
+        return choice_for_call(q.device)
     if choice.device != q.device:
         raise ValueError(f"choice was made for {choice.device}, q is on {q.device}")
     return choice
@@ -232,7 +232,7 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
     """:func:`prefill_layer` after its checks (caches as byte views); the Triton kernels write into ``out``."""
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
-    if bounds_check_enabled():
+    if choice.check_bounds:
         check_prefill_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices)
     if route == "native":
         route, choice = "index", choice.triton_only
@@ -410,7 +410,7 @@ def decode_layer(
     choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
-    if bounds_check_enabled():
+    if choice.check_bounds:
         check_decode_layer_bounds(plan, swa_cache, compress_ratio, compressed_cache, topk_indices, topk_lengths)
     extra = dict()
     if compress_ratio == 128:

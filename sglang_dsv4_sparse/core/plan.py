@@ -75,8 +75,9 @@ class StepInputs:
     # skip them (FlashMLA's) never see them. Unknown kinds are left unmasked.
     cache_tokens: Optional[Dict[int, int]] = None
 
-    def validate(self) -> None:
-        """Check types, shapes and host lengths; under the bounds flag also every value (host syncs)."""
+    def validate(self, check_bounds: Optional[bool] = None) -> None:
+        """Check types, shapes and host lengths; with ``check_bounds`` (None: the environment's
+        ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS``) also every value (host syncs)."""
         check_tensor("seq_lens", self.seq_lens, dtypes=INDEX_DTYPES, ndim=1)
         device = self.seq_lens.device
         num_reqs = self.seq_lens.shape[0]
@@ -110,7 +111,7 @@ class StepInputs:
         for ratio, tokens in (self.cache_tokens or {}).items():
             check_int("cache_tokens key", ratio, allowed=L.LAYER_RATIOS)
             check_int(f"cache_tokens[{ratio}]", tokens, minimum=0)
-        if bounds_check_enabled():
+        if bounds_check_enabled() if check_bounds is None else check_bounds:
             check_step_bounds(self)
 
     @property
@@ -243,7 +244,8 @@ def _query_positions(inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
     return req_of_token, first_pos[req_of_token] + rank
 
 
-def _compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) -> CompressedRows:
+def compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) -> CompressedRows:
+    """Where each request's ``ratio`` rows sit in the workspace: before every window union, request after request."""
     device = inputs.device
     page_size = inputs.compressed_page_sizes[ratio]
     table = inputs.compressed_page_tables[ratio]
@@ -268,6 +270,13 @@ def _compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) 
     )
 
 
+def c128_query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, max_rows: int,
+                     index_budget_bytes: int = C128_INDEX_BUDGET_BYTES) -> list:
+    """Query tiles whose C128 index rows (``max_rows`` compressed rows and the window each) fit the budget."""
+    width = combined_index_width(max_rows, inputs.window)
+    return _query_tiles(inputs, query_start_loc, max(1, index_budget_bytes // (width * 4)))
+
+
 def _query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, tile_rows: int) -> list:
     tiles = []
     total = inputs.num_tokens
@@ -278,8 +287,29 @@ def _query_tiles(inputs: StepInputs, query_start_loc: torch.Tensor, tile_rows: i
     return tiles
 
 
+@dataclass
+class WindowRows:
+    """Each request's window union, gathered into the workspace after the compressed rows.
+
+    What :func:`~sglang_dsv4_sparse.kernels.indices.build_swa_token_ids` returns
+    (and SGLang's sparse-prefill chunk cache holds): the SWA-cache ids, each
+    request's gather length and its offset among the gathered rows.
+    """
+
+    token_ids: torch.Tensor  # (total,) int32 SWA-cache ids, -1 = hole
+    gather_lens: torch.Tensor  # (R,) int32
+    offsets: torch.Tensor  # (R + 1,) int32
+    total: int
+
+
+def window_total(inputs: StepInputs) -> int:
+    """Rows of all window unions: ``min(seq_len, extend_len + window - 1)`` a request (host lengths)."""
+    return sum(min(int(s), int(e) + inputs.window - 1) for s, e in zip(inputs.seq_lens_cpu, inputs.extend_lens_cpu))
+
+
 def build_prefill_plan(
-    inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES, index_rows: Sequence[int] = (0, 128)
+    inputs: StepInputs, index_budget_bytes: int = C128_INDEX_BUDGET_BYTES, index_rows: Sequence[int] = (0, 128),
+    *, check_bounds: Optional[bool] = None,
 ) -> PrefillPlan:
     """Plan the sparse prefill route of one step (any mix of prefixes and lengths).
 
@@ -287,62 +317,85 @@ def build_prefill_plan(
     their combined index rows are built here, once for the step. Others'
     routes (shared rows, folded) do not read them; a layer that does anyway
     gets them built on demand (:meth:`PrefillPlan.c0_index_rows`,
-    :meth:`PrefillPlan.c128_tile_indices`).
+    :meth:`PrefillPlan.c128_tile_indices`). ``check_bounds``: None reads
+    ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS``.
     """
     if inputs.seq_lens_cpu is None:
         raise ValueError("seq_lens_cpu is required on the sparse prefill route: host lengths size the workspace")
-    inputs.validate()
-    device = inputs.device
-    num_reqs = len(inputs.seq_lens_cpu)
-    num_tokens = inputs.num_tokens
+    inputs.validate(check_bounds=check_bounds)
     seq_lens = inputs.seq_lens.to(torch.int32)
     ext = inputs.extend_lens.to(torch.int32)
-    req_of_token, positions = _query_positions(inputs)
-    query_start_loc = torch.zeros(num_reqs + 1, dtype=torch.int32, device=device)
-    torch.cumsum(ext, 0, out=query_start_loc[1:])
-    query_pos = positions.to(torch.int32)
-    total_swa = sum(min(int(s), int(e) + inputs.window - 1) for s, e in zip(inputs.seq_lens_cpu, inputs.extend_lens_cpu))
+    total_swa = window_total(inputs)
     swa_ids, _, gather_lens, swa_offsets = build_swa_token_ids(
         seq_lens, ext, inputs.req_pool_indices, inputs.req_to_token, inputs.full_to_swa, inputs.window, total_swa
     )
-    compressed = {r: _compressed_rows(inputs, r, swa_offsets) for r in inputs.compressed_page_tables}
+    window = WindowRows(swa_ids, gather_lens, swa_offsets, total_swa)
+    return assemble_prefill_plan(inputs, window, ratios=tuple(inputs.compressed_page_tables), index_rows=index_rows,
+                                 index_budget_bytes=index_budget_bytes)
+
+
+def assemble_prefill_plan(
+    inputs: StepInputs,
+    window: WindowRows,
+    *,
+    ratios: Sequence[int],
+    index_rows: Sequence[int] = (),
+    query_start_loc: Optional[torch.Tensor] = None,
+    query_pos: Optional[torch.Tensor] = None,
+    c0_rows: Optional[tuple] = None,
+    index_budget_bytes: int = C128_INDEX_BUDGET_BYTES,
+) -> PrefillPlan:
+    """A plan over window rows gathered elsewhere (here, or SGLang's chunk cache), for validated ``inputs``.
+
+    ``ratios``: the compressed ratios whose layers read the plan (their rows
+    are laid out here); ``index_rows`` as for :func:`build_prefill_plan`.
+    ``query_start_loc`` / ``query_pos`` (int32) and ``c0_rows`` (the window-only
+    layers' combined index rows and lengths) may come with the window rows.
+    """
+    device = inputs.device
+    num_reqs = len(inputs.seq_lens_cpu)
+    num_tokens = inputs.num_tokens
+    req_of_token, positions = _query_positions(inputs)
+    if query_start_loc is None:
+        query_start_loc = torch.zeros(num_reqs + 1, dtype=torch.int32, device=device)
+        torch.cumsum(inputs.extend_lens.to(torch.int32), 0, out=query_start_loc[1:])
     plan = PrefillPlan(
         num_tokens=num_tokens,
         num_reqs=num_reqs,
         window=inputs.window,
         swa_page_size=inputs.swa_page_size,
-        seq_lens=seq_lens,
+        seq_lens=inputs.seq_lens.to(torch.int32),
         query_start_loc=query_start_loc,
-        query_pos=query_pos,
+        query_pos=positions.to(torch.int32) if query_pos is None else query_pos,
         req_of_token=req_of_token,
-        swa_token_ids=swa_ids,
-        swa_gather_lens=gather_lens,
-        swa_offsets=swa_offsets,
-        total_swa=total_swa,
-        c0_indices=None,
-        c0_lens=None,
-        compressed=compressed,
+        swa_token_ids=window.token_ids,
+        swa_gather_lens=window.gather_lens,
+        swa_offsets=window.offsets,
+        total_swa=window.total,
+        c0_indices=None if c0_rows is None else c0_rows[0],
+        c0_lens=None if c0_rows is None else c0_rows[1],
+        compressed={r: compressed_rows(inputs, r, window.offsets) for r in ratios},
         c128_tiles=[],
     )
-    if 0 in index_rows:
+    if 0 in index_rows and plan.c0_indices is None:
         plan.c0_indices, plan.c0_lens = plan.c0_index_rows()
-    if 128 in compressed:
-        width = combined_index_width(compressed[128].max_rows, inputs.window)
-        tile_rows = max(1, index_budget_bytes // (width * 4))
-        plan.c128_tiles = _query_tiles(inputs, query_start_loc, tile_rows) if num_tokens else []
+    if 128 in plan.compressed:
+        plan.c128_tiles = c128_query_tiles(inputs, query_start_loc, plan.compressed[128].max_rows,
+                                           index_budget_bytes) if num_tokens else []
         if len(plan.c128_tiles) == 1 and 128 in index_rows:
             # One tile covers the step: build the index rows once for all C128 layers.
             plan.c128_indices, plan.c128_lens = plan.c128_tile_indices(plan.c128_tiles[0])
     return plan
 
 
-def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None) -> PagedPlan:
+def build_paged_plan(inputs: StepInputs, c128_width: Optional[int] = None, *,
+                     check_bounds: Optional[bool] = None) -> PagedPlan:
     """Plan the paged route: per-query window ids and C128 ids into the paged caches.
 
     ``c128_width`` fixes the C128 index width (CUDA graphs need static shapes);
     by default it is the capacity of the C128 page table.
     """
-    inputs.validate()
+    inputs.validate(check_bounds=check_bounds)
     device = inputs.device
     window = inputs.window
     req_of_token, pos = _query_positions(inputs)

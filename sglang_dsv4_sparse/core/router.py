@@ -17,23 +17,15 @@ from typing import Optional
 
 import torch
 
+from .. import config
 from ..dispatch import KernelChoice
-from ..validation import env_flag
 
 # FlashMLA's decode scheduler: 4 bytes for each of 5 * b + 1 int32 entries.
 SCHEDULER_BYTES_PER_ROW = 4 * 5
 SCHEDULER_FIXED_BYTES = 4
-FLAG = "SGLANG_OPT_FLASHMLA_SPARSE_PREFILL"
-
-
-def sparse_prefill_flag() -> bool:
-    """The flag through SGLang's ``envs`` when SGLang is installed, else the environment (default on)."""
-    try:
-        from sglang.srt.environ import envs
-
-        return bool(getattr(envs, FLAG).get())
-    except Exception:  # SGLang absent, or a version without the field
-        return env_flag(FLAG, True)
+FLAG = config.SPARSE_PREFILL.name
+# SGLang's envs where SGLang is installed, else parsed as every flag is (config.py).
+sparse_prefill_flag = config.sparse_prefill_flag
 
 
 def scheduler_row_limit(shared_memory_bytes: int) -> int:
