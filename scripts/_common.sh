@@ -22,7 +22,8 @@ DSV4_EXIT_NO_SERVER=5
 
 # The interpreter that runs `python -m sglang...`: $PYTHON if set, else the
 # repository's .venv (what scripts/setup.sh makes) when it exists, else python3.
-DSV4_REPO_VENV_PYTHON="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/python"
+DSV4_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DSV4_REPO_VENV_PYTHON="$DSV4_REPO_ROOT/.venv/bin/python"
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x $DSV4_REPO_VENV_PYTHON ]]; then
     PYTHON=$DSV4_REPO_VENV_PYTHON
@@ -120,7 +121,7 @@ dsv4_export_env() {
 # The `sglang` console script must be on PATH (serve.sh runs it).
 dsv4_check_sglang_cli() {
   command -v sglang >/dev/null 2>&1 ||
-    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'sglang' is not on PATH; install SGLang first: pip install 'sglang-dsv4-sparse[sglang]'"
+    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'sglang' is not on PATH; install SGLang 0.5.23 first ($PYTHON -m pip install '${DSV4_REPO_ROOT}[sglang]' installs it with this package)"
 }
 
 # `$PYTHON -m sglang.test...` needs SGLang importable by $PYTHON.
@@ -128,7 +129,7 @@ dsv4_check_sglang_module() {
   command -v "$PYTHON" >/dev/null 2>&1 ||
     dsv4_die "$DSV4_EXIT_NO_SGLANG" "Python interpreter '$PYTHON' not found; set PYTHON=/path/to/python"
   "$PYTHON" -c 'import sglang' >/dev/null 2>&1 ||
-    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'$PYTHON -c \"import sglang\"' failed; install SGLang in that environment (pip install 'sglang-dsv4-sparse[sglang]') or set PYTHON=/path/to/its/python"
+    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'$PYTHON -c \"import sglang\"' failed; install SGLang 0.5.23 in that environment ($PYTHON -m pip install '${DSV4_REPO_ROOT}[sglang]') or set PYTHON=/path/to/its/python"
 }
 
 # dsv4_check_gpu [NEEDED]: at least NEEDED (default 1) visible NVIDIA GPUs.

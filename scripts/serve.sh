@@ -93,7 +93,7 @@ import sys
 from importlib.metadata import entry_points
 sys.exit(not any(ep.name == sys.argv[1] for ep in entry_points(group="sglang.srt.plugins")))
 ' "$DSV4_PLUGIN_NAME" >/dev/null 2>&1; then
-    dsv4_warn "plugin '${DSV4_PLUGIN_NAME}' is not installed for $PYTHON (pip install sglang-dsv4-sparse); without it the server runs SGLang's own backend"
+    dsv4_warn "plugin '${DSV4_PLUGIN_NAME}' is not installed for $PYTHON ($PYTHON -m pip install --no-deps ${DSV4_REPO_ROOT}); without it the server runs SGLang's own backend"
   fi
 fi
 

@@ -378,7 +378,7 @@ def _import_pyplot():
     except ImportError:
         raise CliError(
             "argument --png: matplotlib is not installed; "
-            "pip install 'sglang-dsv4-sparse[plot]' (or pip install matplotlib)"
+            "pip install matplotlib (the package's 'plot' extra)"
         ) from None
     try:
         matplotlib.use("Agg")  # headless: servers have no display
