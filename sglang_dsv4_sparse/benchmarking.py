@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from typing import Callable, Optional, Sequence
 
@@ -165,9 +166,26 @@ def _fmt(c: object) -> str:
     return str(c)
 
 
-def save_json(name: str, payload: object) -> None:
-    """Write ``payload`` to ``$OUT/name`` when OUT is set (the device tool's output folder)."""
+def json_path(name: str, path: Optional[str] = None) -> Optional[str]:
+    """Where a benchmark script's JSON goes: ``path`` (its ``--json FILE``) when given, else
+    ``$OUT/name`` when OUT is set (the device tool's output folder, or what ``scripts/gpu_check.sh``
+    sets), else None: not saved. Never the working directory, usually the repository root."""
+    if path:
+        return path
     out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, name), "w") as f:
-            json.dump(payload, f, indent=1, default=str)
+    return os.path.join(out, name) if out else None
+
+
+def save_json(name: str, payload: object, path: Optional[str] = None) -> Optional[str]:
+    """Write ``payload`` where :func:`json_path` says (its folder made if missing); returns that path,
+    or None after a note on stderr when there is none."""
+    dest = json_path(name, path)
+    if dest is None:
+        print(f"{name} not saved: set OUT=DIR or pass --json FILE", file=sys.stderr)
+        return None
+    folder = os.path.dirname(dest)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(dest, "w") as f:
+        json.dump(payload, f, indent=1, default=str)
+    return dest
