@@ -1,12 +1,14 @@
 # shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing scripts
-# Helpers shared by serve.sh, profile.sh and eval_gsm8k.sh.  Sourced, never
-# run: it only defines variables and functions.
+# Helpers shared by serve.sh, profile.sh and eval_gsm8k.sh, and (through
+# _gpu_env.sh) gpu_check.sh and gpu_sglang_check.sh.  Sourced, never run: it
+# only defines variables and functions.
 #
 # Exit statuses used by the wrappers (each --help repeats them):
 #   2  bad usage
 #   3  SGLang not installed or not importable (no `sglang` next to $PYTHON
 #      or on PATH / an import of SGLang fails; the message names what is missing)
-#   4  no GPU visible (skip the check with DSV4_SKIP_GPU_CHECK=1)
+#   4  no GPU visible (skip the check with DSV4_SKIP_GPU_CHECK=1); the Python
+#      scripts use the same status (sglang_dsv4_sparse.benchmarking.EXIT_NO_GPU)
 #   5  no SGLang server answering on --host/--port
 
 DSV4_DEFAULT_MODEL="deepseek-ai/DeepSeek-V4-Flash"

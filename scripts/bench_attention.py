@@ -77,6 +77,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     header_line,
     markdown_table,
     median_ms,
+    no_gpu,
     run_header,
     save_json,
 )
@@ -684,8 +685,7 @@ def main(argv=None) -> int:
         return 0
 
     if not DRY_RUN and not torch.cuda.is_available():
-        print("bench_attention: needs a CUDA GPU (or --dry-run)", file=sys.stderr)
-        return 2
+        return no_gpu("bench_attention.py", " (or --dry-run)")
     t0 = time.time()
     if DRY_RUN:
         device_name, sms = "CPU (Triton interpreter, dry run)", launch_configs.DEFAULT_NUM_SMS

@@ -40,6 +40,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     header_line,
     markdown_table,
     median_ms,
+    no_gpu,
     print_table,
     run_header,
     save_json,
@@ -220,8 +221,7 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("bench_kernels.py needs a CUDA GPU", file=sys.stderr)
-        return 2
+        return no_gpu("bench_kernels.py")
     torch.manual_seed(0)
     gen = torch.Generator(device="cuda")
     rows_list = [32768] if args.quick else [32768, 262144, 1048576]

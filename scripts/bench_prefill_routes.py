@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sglang_dsv4_sparse import layout as L  # noqa: E402
 from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
-    header_line, markdown_table, median_ms, print_table, run_header, save_json,
+    header_line, markdown_table, median_ms, no_gpu, print_table, run_header, save_json,
 )
 
 TITLE = "sparse prefill layer by route (do_bench median ms)"
@@ -243,9 +243,7 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("bench_prefill_routes.py needs a CUDA GPU; the routes' CPU tests are tests/core/test_forward.py",
-              file=sys.stderr)
-        return 2
+        return no_gpu("bench_prefill_routes.py", "; the routes' CPU tests are tests/core/test_forward.py")
     t0 = time.time()
     tflops, rows = run(args.quick)
     payload = {"header": run_header(str(ROOT)), "matmul_tflops": round(tflops), "rows": rows}

@@ -42,6 +42,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     events_ms,
     header_line,
     markdown_table,
+    no_gpu,
     print_table,
     run_header,
     save_json,
@@ -249,8 +250,7 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("e2e_stack.py needs a CUDA GPU; the CPU version is tests/test_stack_check.py", file=sys.stderr)
-        return 2
+        return no_gpu("e2e_stack.py", "; the CPU version is tests/test_stack_check.py")
     if args.kernels:
         os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = args.kernels
     from sglang_dsv4_sparse.dispatch import describe

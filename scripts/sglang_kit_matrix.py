@@ -60,15 +60,15 @@ def main() -> int:
             return 0
         heads_list = sorted({r["heads"] for r in saved["kit"]})
         return _summary(saved["kit"], saved["graph"], heads_list)
-    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
-
     import torch
 
-    import kit_runner as kr
+    from sglang_dsv4_sparse.benchmarking import no_gpu
 
     if not torch.cuda.is_available():
-        print("sglang_kit_matrix.py: needs a CUDA GPU", file=sys.stderr)
-        return 2
+        return no_gpu("sglang_kit_matrix.py")  # before SGLang's slow import
+    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
+
+    import kit_runner as kr
     heads_list = [int(h) for h in args.heads.split(",")]
     testcase = unittest.TestCase()
     rows = []

@@ -13,9 +13,10 @@ Two clocks, both medians of CUDA-event timings:
   kernels. Reported beside the graph time for comparison.
 
 Plus the device-to-device copy bandwidth measured in the same run as the
-ceiling, a plain-text and a Markdown table printer, and the run header each
+ceiling, a plain-text and a Markdown table printer, the run header each
 script saves with its JSON (``scripts/benchmarks_md.py`` prints BENCHMARKS.md
-from those files).
+from those files), where that JSON goes (``save_json``), and the exit status
+of a script that finds no GPU (``no_gpu``, ``EXIT_NO_GPU``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ import time
 from typing import Callable, Optional, Sequence
 
 import torch
+
+
+# The exit status of a script that needs a GPU and sees none: the same as the shell
+# scripts' DSV4_EXIT_NO_GPU (scripts/_common.sh). Not 2, argparse's usage error.
+EXIT_NO_GPU = 4
+
+
+def no_gpu(prog: str, hint: str = "") -> int:
+    """Say on stderr that ``prog`` needs a CUDA GPU and sees none (``hint`` follows); returns
+    :data:`EXIT_NO_GPU`, the script's exit status."""
+    print(f"{prog}: error: no GPU visible: needs a CUDA GPU{hint}", file=sys.stderr)
+    return EXIT_NO_GPU
 
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
