@@ -16,7 +16,7 @@ for a in "$@"; do
     --sweep) SWEEP="--sweep" ;;
     --skip-tests) SKIP_TESTS=1 ;;
     --skip-benches) SKIP_BENCHES=1 ;;
-    -h|--help) sed -n 2,9p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,9p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done

@@ -22,7 +22,7 @@ for a in "$@"; do
     --skip-kit) SKIP_KIT=1 ;;
     --skip-ab) SKIP_AB=1 ;;
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done

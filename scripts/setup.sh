@@ -18,7 +18,7 @@ WITH_SGLANG=0
 for a in "$@"; do
   case "$a" in
     --with-sglang) WITH_SGLANG=1 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done

@@ -76,3 +76,18 @@ def test_no_gpu_exit_status(script, tmp_path):
     assert res.returncode == EXIT_NO_GPU, res.stdout + res.stderr
     assert "no GPU visible" in res.stderr
     assert not (tmp_path / "out").exists()  # stopped before writing anything
+
+
+@pytest.mark.parametrize("script", PY_SCRIPTS + SH_SCRIPTS)
+def test_help_prints_usage_and_runs_nothing(script, tmp_path):
+    env = _env(tmp_path, script)
+    before = sorted(tmp_path.rglob("*"))
+    # argparse answers -h as it does --help; the shell scripts parse both themselves.
+    for flag in ("--help",) if script.endswith(".py") else ("--help", "-h"):
+        res = _run(script, flag, env=env, cwd=tmp_path, timeout=30)
+        assert res.returncode == 0, res.stderr
+        # argparse's "usage: NAME.py ..."; the shell scripts' synopsis names scripts/NAME.sh.
+        assert (f"usage: {script}" if script.endswith(".py") else f"scripts/{script}") in res.stdout, res.stdout
+        assert not res.stdout.lstrip().startswith("#")  # the text of the header, not its comment marks
+        assert len(res.stdout.splitlines()) < 80  # the usage, not a run's output
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written (OUT included)
