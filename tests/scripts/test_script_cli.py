@@ -1,7 +1,8 @@
-"""What every script in scripts/ does before its job: --help, and the exit status without a GPU.
+"""What every script in scripts/ does before its job: --help, and the exit status without a GPU;
+and what bench_kernel_diff.py leaves behind.
 
 Each script runs as a subprocess with a short timeout; none gets as far as
-its job (a GPU run, a server, a download), so each case takes seconds.
+a real job (a GPU run, a server, a download), so each case takes seconds.
 """
 
 from __future__ import annotations
@@ -91,3 +92,24 @@ def test_help_prints_usage_and_runs_nothing(script, tmp_path):
         assert not res.stdout.lstrip().startswith("#")  # the text of the header, not its comment marks
         assert len(res.stdout.splitlines()) < 80  # the usage, not a run's output
     assert sorted(tmp_path.rglob("*")) == before  # nothing written (OUT included)
+
+
+def test_bench_kernel_diff_keeps_its_trace_only_with_keep(tmp_path):
+    # The default trace is 1 GB: with --dir too it is deleted after the run unless --keep is given.
+    env = _env(tmp_path, "bench_kernel_diff.py")
+    trace_dir = tmp_path / "made" / "here"
+    res = _run("bench_kernel_diff.py", "--size-mb", "0.01", "--dir", str(trace_dir), env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "kernel_diff A=B" in res.stdout
+    assert not trace_dir.exists()  # the trace is gone, and the folder the run made for it
+
+    trace_dir.mkdir(parents=True)
+    (trace_dir / "other.txt").write_text("not the benchmark's")
+    res = _run("bench_kernel_diff.py", "--size-mb", "0.01", "--dir", str(trace_dir), "--gzip", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert [p.name for p in trace_dir.iterdir()] == ["other.txt"]
+
+    res = _run("bench_kernel_diff.py", "--size-mb", "0.01", "--dir", str(trace_dir), "--keep", env=env, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    kept = trace_dir / "bench.pt.trace.json"
+    assert kept.stat().st_size > 0 and f"kept {kept}" in res.stdout
