@@ -16,8 +16,8 @@ status 1 if anything failed. Every row goes to ``--json FILE``, by default
 ``gpu_check_out/sglang_kit_matrix.json`` in this checkout (the folder
 ``scripts/gpu_sglang_check.sh``, which runs this script, sets OUT to).
 Imports the test-only stand-ins and helpers from ``tests/sglang``.
-``--from-json`` prints the summary of a saved run (no GPU needed); ``--markdown`` prints it
-as BENCHMARKS.md shows it, one row per head count.
+``--from-json`` prints the summary of a saved run (no GPU needed);
+``--markdown`` prints it as BENCHMARKS.md shows it, one row per head count.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ and falls back to the original factory for what it does not handle.
 It leaves SGLang untouched (and says why) when ``SGLANG_DSV4_SPARSE=0``, when
 the installed SGLang is not a supported version, when SGLang's attention
 registry does not import (a module SGLang needs is missing: the warning names
-it), or when SGLang's internals it relies on have moved. It never raises, and calling it again is a no-op.
-It must not initialise CUDA: SGLang loads plugins before it picks the GPU.
+it), or when SGLang's internals it relies on have moved. It never raises, and
+calling it again is a no-op. It must not initialise CUDA: SGLang loads
+plugins before it picks the GPU.
 """
 
 from __future__ import annotations
