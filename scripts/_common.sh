@@ -1,11 +1,14 @@
 # shellcheck shell=bash disable=SC2034  # variables here are used by the sourcing scripts
-# Helpers shared by serve.sh, profile.sh and eval_gsm8k.sh.  Sourced, never
-# run: it only defines variables and functions.
+# Helpers shared by serve.sh, profile.sh and eval_gsm8k.sh, and (through
+# _gpu_env.sh) gpu_check.sh and gpu_sglang_check.sh.  Sourced, never run: it
+# only defines variables and functions.
 #
 # Exit statuses used by the wrappers (each --help repeats them):
 #   2  bad usage
-#   3  SGLang not installed (no `sglang` on PATH / `import sglang` fails)
-#   4  no GPU visible (skip the check with DSV4_SKIP_GPU_CHECK=1)
+#   3  SGLang not installed or not importable (no `sglang` next to $PYTHON
+#      or on PATH / an import of SGLang fails; the message names what is missing)
+#   4  no GPU visible (skip the check with DSV4_SKIP_GPU_CHECK=1); the Python
+#      scripts use the same status (sglang_dsv4_sparse.benchmarking.EXIT_NO_GPU)
 #   5  no SGLang server answering on --host/--port
 
 DSV4_DEFAULT_MODEL="deepseek-ai/DeepSeek-V4-Flash"
@@ -14,6 +17,8 @@ DSV4_DEFAULT_CHUNKED_PREFILL=32768
 DSV4_DEFAULT_HOST="127.0.0.1"
 DSV4_DEFAULT_PORT=30000
 DSV4_PLUGIN_NAME="dsv4_sparse"
+# What serve.sh imports before starting the server (and what the plugin patches).
+DSV4_SGLANG_REGISTRY="sglang.srt.layers.attention.attention_registry"
 
 DSV4_EXIT_USAGE=2
 DSV4_EXIT_NO_SGLANG=3
@@ -22,7 +27,8 @@ DSV4_EXIT_NO_SERVER=5
 
 # The interpreter that runs `python -m sglang...`: $PYTHON if set, else the
 # repository's .venv (what scripts/setup.sh makes) when it exists, else python3.
-DSV4_REPO_VENV_PYTHON="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin/python"
+DSV4_REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DSV4_REPO_VENV_PYTHON="$DSV4_REPO_ROOT/.venv/bin/python"
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x $DSV4_REPO_VENV_PYTHON ]]; then
     PYTHON=$DSV4_REPO_VENV_PYTHON
@@ -32,7 +38,7 @@ if [[ -z ${PYTHON:-} ]]; then
 fi
 DSV4_PYTHON_HELP="PYTHON (default: .venv/bin/python of this checkout when it exists, else python3)"
 
-DSV4_EXIT_CODES_HELP="Exit status: 0 ok; 2 bad usage; 3 SGLang not installed; 4 no GPU visible
+DSV4_EXIT_CODES_HELP="Exit status: 0 ok; 2 bad usage; 3 SGLang not installed or not importable; 4 no GPU visible
 (DSV4_SKIP_GPU_CHECK=1 skips that check); 5 server not reachable; otherwise
 the status of the SGLang command itself."
 
@@ -117,18 +123,88 @@ dsv4_export_env() {
   done
 }
 
-# The `sglang` console script must be on PATH (serve.sh runs it).
+# dsv4_find_sglang_cli: the `sglang` console script serve.sh runs.  The one
+# next to $PYTHON comes first (by default this checkout's .venv/bin/sglang,
+# where scripts/setup.sh --with-sglang puts it), then the first on PATH.
+# Sets DSV4_SGLANG_CLI (empty when there is none) and DSV4_SGLANG_PYTHON, the
+# interpreter behind it: $PYTHON for the one next to it, else the one its #!
+# line names (pip writes an absolute path there), else $PYTHON.
+dsv4_find_sglang_cli() {
+  DSV4_SGLANG_CLI=""
+  DSV4_SGLANG_PYTHON=$PYTHON
+  local py line
+  if py=$(command -v "$PYTHON" 2>/dev/null) && [[ -x $(dirname "$py")/sglang ]]; then
+    DSV4_SGLANG_CLI="$(dirname "$py")/sglang"
+    return 0
+  fi
+  DSV4_SGLANG_CLI=$(command -v sglang 2>/dev/null) || {
+    DSV4_SGLANG_CLI=""
+    return 0
+  }
+  line=""
+  IFS= read -r line <"$DSV4_SGLANG_CLI" || true
+  if [[ $line == '#!/'* ]]; then
+    line=${line#'#!'}
+    if [[ $line != *[[:space:]]* && -x $line ]]; then
+      DSV4_SGLANG_PYTHON=$line
+    fi
+  fi
+}
+
+# serve.sh runs DSV4_SGLANG_CLI (dsv4_find_sglang_cli first).
 dsv4_check_sglang_cli() {
-  command -v sglang >/dev/null 2>&1 ||
-    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'sglang' is not on PATH; install SGLang first: pip install 'sglang-dsv4-sparse[sglang]'"
+  [[ -n ${DSV4_SGLANG_CLI:-} ]] ||
+    dsv4_die "$DSV4_EXIT_NO_SGLANG" "SGLang is not installed: no 'sglang' next to $PYTHON nor on PATH; install SGLang 0.5.23 in that environment ($PYTHON -m pip install '${DSV4_REPO_ROOT}[sglang]' installs it with this package) or set PYTHON=/path/to/its/bin/python"
+}
+
+# dsv4_check_import PYTHON MODULE: PYTHON imports MODULE.  When it does not,
+# the error says why in one line: the module that is missing (the usual case:
+# SGLang is there but one of its own dependencies is not) or the exception.
+# The import's own output is dropped.
+dsv4_check_import() {
+  local py=$1 module=$2 why
+  command -v "$py" >/dev/null 2>&1 ||
+    dsv4_die "$DSV4_EXIT_NO_SGLANG" "Python interpreter '$py' not found; set PYTHON=/path/to/python"
+  if ! why=$("$py" - "$module" 2>/dev/null <<'PY'
+import importlib
+import os
+import sys
+
+report = os.dup(1)
+quiet = os.open(os.devnull, os.O_WRONLY)
+os.dup2(quiet, 1)
+os.dup2(quiet, 2)
+try:
+    importlib.import_module(sys.argv[1])
+except BaseException as exc:
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    text = f"{type(exc).__name__}: {exc}"
+    if missing:
+        text = f"module '{missing}' is missing ({text})"
+    os.write(report, (" ".join(text.split()) + "\n").encode())
+    os._exit(1)
+os._exit(0)
+PY
+  ); then
+    why=${why:-"no reason given"}
+    local hint
+    case $why in
+      "module 'sglang' is missing"*)
+        hint="install SGLang 0.5.23 in that environment ($py -m pip install '${DSV4_REPO_ROOT}[sglang]') or set PYTHON=/path/to/its/python" ;;
+      "module 'sglang."*)
+        hint="this package needs SGLang 0.5.23 ($py -m pip show sglang names the version installed)" ;;
+      "module '"*)
+        hint="install that module in the same environment" ;;
+      *)
+        hint="run $py -c 'import $module' to see the traceback" ;;
+    esac
+    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'$py' cannot import $module: $why; $hint"
+  fi
 }
 
 # `$PYTHON -m sglang.test...` needs SGLang importable by $PYTHON.
 dsv4_check_sglang_module() {
-  command -v "$PYTHON" >/dev/null 2>&1 ||
-    dsv4_die "$DSV4_EXIT_NO_SGLANG" "Python interpreter '$PYTHON' not found; set PYTHON=/path/to/python"
-  "$PYTHON" -c 'import sglang' >/dev/null 2>&1 ||
-    dsv4_die "$DSV4_EXIT_NO_SGLANG" "'$PYTHON -c \"import sglang\"' failed; install SGLang in that environment (pip install 'sglang-dsv4-sparse[sglang]') or set PYTHON=/path/to/its/python"
+  dsv4_check_import "$PYTHON" sglang
 }
 
 # dsv4_check_gpu [NEEDED]: at least NEEDED (default 1) visible NVIDIA GPUs.

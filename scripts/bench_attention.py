@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sparse MLA attention on the GPU: Triton (this package) vs FlashMLA vs staged, one table.
 
-    python scripts/bench_attention.py [--quick] [--only decode|prefill] [--check] [--sweep]
+    python scripts/bench_attention.py [--quick] [--only decode|prefill] [--check] [--sweep] [--json FILE]
     python scripts/bench_attention.py --from-json bench_attention.json [--markdown]
 
 Decode (``flash_mla_with_kvcache`` shapes, fp8 V4 caches): SWA 128 (page 256)
@@ -45,8 +45,8 @@ bandwidth ceiling.
 ``--check`` compares each path with the fp32 torch reference (and FlashMLA
 with ours) on small shapes before timing.  ``--sweep`` also times every
 built-in launch configuration (and split counts for decode) on a few shapes,
-to choose defaults.  With ``$OUT`` set, every row goes to
-``$OUT/bench_attention.json``.  A failing kernel prints its error in its row;
+to choose defaults.  Every row goes to ``--json FILE``, or with ``$OUT``
+set to ``$OUT/bench_attention.json`` (else it is not saved).  A failing kernel prints its error in its row;
 the table goes on.  ``--from-json`` prints the summary of a saved run (no GPU
 needed); ``--markdown`` prints it as BENCHMARKS.md shows it.
 """
@@ -77,6 +77,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     header_line,
     markdown_table,
     median_ms,
+    no_gpu,
     run_header,
     save_json,
 )
@@ -667,6 +668,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rep-ms", type=float, default=60.0, help="do_bench repetition time per measurement")
     parser.add_argument("--dry-run", action="store_true",
                         help="run the script's logic on tiny shapes on the CPU (Triton interpreter); no real timings")
+    parser.add_argument("--json", metavar="FILE",
+                        help="write every row here (default: $OUT/bench_attention.json when OUT is set, "
+                             "else not saved)")
     parser.add_argument("--from-json", metavar="FILE", help="print the summary of a saved bench_attention.json and exit")
     parser.add_argument("--markdown", action="store_true", help="print the summary as BENCHMARKS.md shows it")
     args = parser.parse_args(argv)
@@ -681,8 +685,7 @@ def main(argv=None) -> int:
         return 0
 
     if not DRY_RUN and not torch.cuda.is_available():
-        print("bench_attention: needs a CUDA GPU (or --dry-run)", file=sys.stderr)
-        return 2
+        return no_gpu("bench_attention.py", " (or --dry-run)")
     t0 = time.time()
     if DRY_RUN:
         device_name, sms = "CPU (Triton interpreter, dry run)", launch_configs.DEFAULT_NUM_SMS
@@ -727,7 +730,7 @@ def main(argv=None) -> int:
     payload = {"header": run_header(str(Path(__file__).resolve().parents[1])), "meta": meta, "rows": ROWS}
     if args.markdown:
         print("\n".join(_markdown_lines(payload)))
-    save_json("bench_attention.json", payload)
+    save_json("bench_attention.json", payload, args.json)
     return 0 if check_ok else 1
 
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Time dsv4-kernel-diff on a generated trace of a requested size.
 
-    python scripts/bench_kernel_diff.py --size-mb 1024 [--gzip] [--strict]
+    python scripts/bench_kernel_diff.py --size-mb 1024 [--gzip] [--strict] [--dir DIR] [--keep]
 
 Writes a Kineto-shaped trace (cpu_op / cuda_runtime / kernel / flow events,
-pretty-printed the way torch.profiler exports them) into a temp dir, then
-times (1) reading it once and (2) the full ``kernel_diff.main`` on the file
-against itself, i.e. two traces of that size.  Prints seconds.
+pretty-printed the way torch.profiler exports them) into a temp dir (or
+``--dir DIR``), then times (1) reading it once and (2) the full
+``kernel_diff.main`` on the file against itself, i.e. two traces of that
+size.  Prints seconds.  The trace (about ``--size-mb``, 1 GB by default) is
+deleted at the end, ``--dir`` or not, unless ``--keep`` is given.
 """
 
 from __future__ import annotations
@@ -144,11 +146,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size-mb", type=float, default=1024, help="uncompressed trace size (MB, default 1024)")
     ap.add_argument("--gzip", action="store_true", help="write a .json.gz trace")
     ap.add_argument("--strict", action="store_true", help="time the strict (full-decode) reader too")
-    ap.add_argument("--dir", help="where to write the trace (default: a temp dir, removed after)")
-    ap.add_argument("--keep", action="store_true", help="keep the generated trace")
+    ap.add_argument("--dir", help="where to write the trace (default: a temp dir); deleted after the run "
+                                  "unless --keep")
+    ap.add_argument("--keep", action="store_true", help="keep the generated trace (its path is printed)")
     args = ap.parse_args(argv)
 
     workdir = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="dsv4_bench_"))
+    made_dir = not workdir.exists()
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / ("bench.pt.trace.json" + (".gz" if args.gzip else ""))
     try:
@@ -179,8 +183,15 @@ def main(argv=None) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"peak RSS of this process: {peak:.0f} MiB; {os.cpu_count()} CPUs")
     finally:
-        if not args.keep and not args.dir:
+        if args.keep:
+            print(f"kept {path}")
+        elif not args.dir:
             shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            # Only what this run wrote: the trace, and DIR if the run made it and it is now empty.
+            path.unlink(missing_ok=True)
+            if made_dir and not any(workdir.iterdir()):
+                workdir.rmdir()
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark the index and dequant kernels against the copy-bandwidth ceiling (GPU).
 
-    python scripts/bench_kernels.py [--sweep] [--quick]
+    python scripts/bench_kernels.py [--sweep] [--quick] [--json FILE]
     python scripts/bench_kernels.py --from-json bench_kernels.json [--markdown]
 
 Dequant at 32k / 262k / 1M rows of a C4 cache several times larger than L2,
@@ -14,8 +14,10 @@ each input read once and each output written once. ``--sweep`` also times
 every block-size/warp configuration, which is how the constants in the kernel
 files were chosen. Times are CUDA-graph replays (GPU time, see
 ``sglang_dsv4_sparse.benchmarking``); the eager ``do_bench`` time with an L2
-flush is printed beside them. ``--from-json`` prints the table of a saved run
-(no GPU needed); ``--markdown`` prints it as BENCHMARKS.md shows it.
+flush is printed beside them. The results go to ``--json FILE``, or with
+``$OUT`` set to ``$OUT/bench_kernels.json`` (else they are not saved).
+``--from-json`` prints the table of a saved run (no GPU needed);
+``--markdown`` prints it as BENCHMARKS.md shows it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     header_line,
     markdown_table,
     median_ms,
+    no_gpu,
     print_table,
     run_header,
     save_json,
@@ -209,6 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also time every block/warp configuration")
     ap.add_argument("--quick", action="store_true", help="smallest sizes only")
     ap.add_argument("--only", choices=("dequant", "combine", "swa"), help="one kernel only")
+    ap.add_argument("--json", metavar="FILE",
+                    help="write the results here (default: $OUT/bench_kernels.json when OUT is set, else not saved)")
     ap.add_argument("--from-json", metavar="FILE", help="print the table of a saved bench_kernels.json and exit")
     ap.add_argument("--markdown", action="store_true", help="print the table as BENCHMARKS.md shows it")
     args = ap.parse_args(argv)
@@ -216,8 +221,7 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("bench_kernels.py needs a CUDA GPU", file=sys.stderr)
-        return 2
+        return no_gpu("bench_kernels.py")
     torch.manual_seed(0)
     gen = torch.Generator(device="cuda")
     rows_list = [32768] if args.quick else [32768, 262144, 1048576]
@@ -237,7 +241,7 @@ def main(argv=None) -> int:
     payload = dict(header=run_header(str(Path(__file__).resolve().parents[1])), device=device_summary(),
                    copy_tbps=ceiling, results=results, sweep=sweep_rows)
     report(payload, args.markdown)
-    save_json("bench_kernels.json", payload)
+    save_json("bench_kernels.json", payload, args.json)
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sparse-prefill layer time by route, at a tensor-parallel rank's head counts.
 
-    python scripts/bench_prefill_routes.py [--quick]
+    python scripts/bench_prefill_routes.py [--quick] [--json FILE]
     python scripts/bench_prefill_routes.py --from-json bench_prefill_routes.json [--markdown]
 
 One request; ``core.forward.prefill_layer`` on each route of ``PREFILL_ROUTES``
@@ -16,7 +16,9 @@ are ``do_bench`` medians (L2 flushed between calls). "% floor": the layer's
 useful FLOPs (``4 * h * 512`` per key a query reads) at the bf16 matmul rate
 measured in the same run, over the time.
 "vs index": relative norm difference of the route's output from the index
-route's. ``--quick`` drops the 1M case.
+route's. ``--quick`` drops the 1M case. The rows go to ``--json FILE``, or
+with ``$OUT`` set to ``$OUT/bench_prefill_routes.json`` (else they are not
+saved).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from sglang_dsv4_sparse import layout as L  # noqa: E402
 from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
-    header_line, markdown_table, median_ms, print_table, run_header, save_json,
+    header_line, markdown_table, median_ms, no_gpu, print_table, run_header, save_json,
 )
 
 TITLE = "sparse prefill layer by route (do_bench median ms)"
@@ -231,6 +233,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="only the 8k-chunk case")
     ap.add_argument("--sweep", action="store_true", help="also time the shared-row kernel's launch configs (8k chunk)")
+    ap.add_argument("--json", metavar="FILE",
+                    help="write the rows here (default: $OUT/bench_prefill_routes.json when OUT is set, "
+                         "else not saved)")
     ap.add_argument("--from-json", metavar="FILE", help="print the table of a saved run and exit")
     ap.add_argument("--markdown", action="store_true", help="print the table as BENCHMARKS.md shows it")
     args = ap.parse_args(argv)
@@ -238,16 +243,14 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("bench_prefill_routes.py needs a CUDA GPU; the routes' CPU tests are tests/core/test_forward.py",
-              file=sys.stderr)
-        return 2
+        return no_gpu("bench_prefill_routes.py", "; the routes' CPU tests are tests/core/test_forward.py")
     t0 = time.time()
     tflops, rows = run(args.quick)
     payload = {"header": run_header(str(ROOT)), "matmul_tflops": round(tflops), "rows": rows}
     if args.sweep:
         payload["sweep"] = sweep()
     report(payload, args.markdown)
-    save_json("bench_prefill_routes.json", payload)
+    save_json("bench_prefill_routes.json", payload, args.json)
     print(f"\nbench_prefill_routes: done in {time.time() - t0:.0f} s")
     return 0
 

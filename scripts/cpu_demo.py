@@ -6,9 +6,10 @@ Writes random rows into a paged V4 fp8 cache with the layout quantizer, reads
 them back through the Triton dequant kernel, builds combined sparse-prefill
 index rows for a two-request chunk, runs a small C0/C4/C128 stack of layers
 through the core (chunked prefill and decode against the dense fp32
-reference), and prints what matched.
+reference), and prints what matched. Exit status 1 if anything did not.
 """
 
+import argparse
 import os
 import sys
 import time
@@ -38,7 +39,10 @@ def fp8_round_trip_error(out: torch.Tensor, rows: torch.Tensor) -> float:
     return float(((got - want).abs() / amax).max())
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--no-stack", action="store_true", help="skip the layer stack (most of the demo's time)")
+    opts = ap.parse_args(argv)
     gen = torch.Generator().manual_seed(0)
     ok = True
     t0 = time.time()
@@ -76,7 +80,7 @@ def main() -> int:
     same = torch.equal(out.long(), r_out) and torch.equal(lens.long(), r_lens)
     print(f"combine  64 queries: index rows {tuple(out.shape)}, lengths {int(lens.min())}..{int(lens.max())}, match: {same}")
     ok &= same
-    if "--no-stack" not in sys.argv:
+    if not opts.no_stack:
         ok &= stack_demo()
     print(f"{'all matched' if ok else 'MISMATCH'} in {time.time() - t0:.1f} s (Triton interpreter on the CPU)")
     return 0 if ok else 1

@@ -1,6 +1,6 @@
 """End-to-end check and per-layer timings of the core on a GPU.
 
-    python scripts/e2e_stack.py [--quick] [--kernels auto|flashmla|triton] [--skip-check] [--skip-bench]
+    python scripts/e2e_stack.py [--quick] [--kernels auto|flashmla|triton] [--skip-check] [--skip-bench] [--json FILE]
     python scripts/e2e_stack.py --from-json e2e_stack.json [--markdown]
 
 Check (ratios [0, 4, 128, 4, 128, 0], 64 heads, top-k 512, one C4 cache past
@@ -16,8 +16,10 @@ context; the peak temporary memory of a C128 layer on a 32768-token chunk at
 1M context, tiled (ours) and untiled (one index tensor for the whole chunk,
 as SGLang 0.5.23 builds it), and its time at an 8192 chunk / 128k context.
 ``--quick`` makes the prompts 8x shorter and keeps two C4 cases and the 128k
-C128 case. ``--from-json`` prints the tables of a saved run (no GPU needed);
-``--markdown`` prints them as BENCHMARKS.md shows them.
+C128 case. The results go to ``--json FILE``, or with ``$OUT`` set to
+``$OUT/e2e_stack.json`` (else they are not saved). ``--from-json`` prints
+the tables of a saved run (no GPU needed); ``--markdown`` prints them as
+BENCHMARKS.md shows them.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sglang_dsv4_sparse.benchmarking import (  # noqa: E402
     events_ms,
     header_line,
     markdown_table,
+    no_gpu,
     print_table,
     run_header,
     save_json,
@@ -238,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--kernels", choices=("auto", "flashmla", "triton"), help="sets SGLANG_DSV4_SPARSE_KERNELS")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--json", metavar="FILE",
+                    help="write the results here (default: $OUT/e2e_stack.json when OUT is set, else not saved)")
     ap.add_argument("--from-json", metavar="FILE", help="print the tables of a saved e2e_stack.json and exit")
     ap.add_argument("--markdown", action="store_true", help="print the tables as BENCHMARKS.md shows them")
     args = ap.parse_args(argv)
@@ -245,8 +250,7 @@ def main(argv=None) -> int:
         report(json.loads(Path(args.from_json).read_text()), args.markdown)
         return 0
     if not torch.cuda.is_available():
-        print("e2e_stack.py needs a CUDA GPU; the CPU version is tests/test_stack_check.py", file=sys.stderr)
-        return 2
+        return no_gpu("e2e_stack.py", "; the CPU version is tests/test_stack_check.py")
     if args.kernels:
         os.environ["SGLANG_DSV4_SPARSE_KERNELS"] = args.kernels
     from sglang_dsv4_sparse.dispatch import describe
@@ -268,7 +272,7 @@ def main(argv=None) -> int:
             report(dict(c4=c4_rows, c128=mem_rows))
     if args.markdown:
         report(payload, markdown=True)
-    save_json("e2e_stack.json", payload)
+    save_json("e2e_stack.json", payload, args.json)
     print(f"\ne2e_stack: {'PASS' if ok else 'FAIL'} in {time.time() - t0:.0f} s")
     return 0 if ok else 1
 

@@ -16,7 +16,7 @@ DEST=.whl
 for a in "$@"; do
   case "$a" in
     --flashmla-only) FLASHMLA_ONLY=1 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,11p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "fetch_gpu_wheels.sh: unknown option '$a'" >&2; exit 2 ;;
     *) DEST=$a ;;
   esac

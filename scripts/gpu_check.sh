@@ -5,7 +5,8 @@
 #   bash scripts/gpu_check.sh [--quick] [--sweep] [--skip-tests] [--skip-benches]
 #
 # Wheels (FlashMLA: sgl-flash-mla) are taken from .whl/ when present; logs and
-# JSON results go to $OUT (or ./gpu_check_out).
+# JSON results go to $OUT (or ./gpu_check_out). Exit status: 2 bad usage,
+# 4 no GPU visible.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 QUICK=""; SWEEP=""; SKIP_TESTS=0; SKIP_BENCHES=0
@@ -15,7 +16,7 @@ for a in "$@"; do
     --sweep) SWEEP="--sweep" ;;
     --skip-tests) SKIP_TESTS=1 ;;
     --skip-benches) SKIP_BENCHES=1 ;;
-    -h|--help) sed -n 2,8p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,9p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done

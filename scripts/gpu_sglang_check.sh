@@ -12,6 +12,7 @@
 #   (d) the per-layer and per-step A/B against SGLang's backend
 #       (scripts/bench_sglang_ab.py; --quick trims it).
 # Logs and JSON go to $OUT (or ./gpu_check_out); a summary table comes last.
+# Exit status: 2 bad usage, 3 no SGLang wheel in .whl/, 4 no GPU visible.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SKIP_TESTS=0; SKIP_KIT=0; SKIP_AB=0; QUICK=""
@@ -21,16 +22,15 @@ for a in "$@"; do
     --skip-kit) SKIP_KIT=1 ;;
     --skip-ab) SKIP_AB=1 ;;
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n 2,14p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,15p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
-if ! ls .whl/sglang-0.5.23-*.whl >/dev/null 2>&1; then
-  echo "gpu_sglang_check.sh: no SGLang wheel in .whl/: run 'bash scripts/fetch_gpu_wheels.sh' where PyPI is reachable and carry .whl/" >&2
-  exit 2
-fi
 . scripts/_gpu_env.sh
 gpu_env gpu_sglang_check.sh
+if ! ls .whl/sglang-0.5.23-*.whl >/dev/null 2>&1; then
+  dsv4_die "$DSV4_EXIT_NO_SGLANG" "no SGLang wheel in .whl/: run 'bash scripts/fetch_gpu_wheels.sh' where PyPI is reachable and carry .whl/"
+fi
 # This package too, for its sglang.srt.plugins entry point (load_plugins() finds
 # plugins through installed distributions); $PWD comes first on the path, so
 # the working tree's code is what runs.

@@ -28,7 +28,12 @@ Options:
   -h, --help                 show this help
   -- ARGS...                 passed to \`sglang serve\` unchanged (e.g. -- --mem-fraction-static 0.85)
 
-Environment: ${DSV4_PYTHON_HELP} for the plugin check,
+Runs the \`sglang\` next to \$PYTHON (this checkout's .venv/bin/sglang by default)
+when there is one, else the one on PATH.  Before starting it checks that
+the interpreter behind it imports SGLang's attention registry, and names
+the missing module when it does not.
+
+Environment: ${DSV4_PYTHON_HELP},
 DSV4_SKIP_GPU_CHECK=1, SGLANG_PLUGINS (if set, ${DSV4_PLUGIN_NAME} is added to it).
 
 Examples:
@@ -71,7 +76,8 @@ dsv4_int --port "$port"
 [[ -n $model ]] || dsv4_die "$DSV4_EXIT_USAGE" "option --model-path needs a non-empty value"
 
 dsv4_mode_env "$baseline"
-cmd=(sglang serve
+dsv4_find_sglang_cli
+cmd=("${DSV4_SGLANG_CLI:-sglang}" serve
   --model-path "$model"
   --tp-size "$tp"
   --chunked-prefill-size "$chunked"
@@ -86,14 +92,17 @@ fi
 
 dsv4_check_sglang_cli
 dsv4_check_gpu "$tp"
+# The server imports SGLang's attention registry whatever the model, and the
+# plugin patches it: an import that fails here (a missing dependency of
+# SGLang's) would end the server later, or leave SGLang's own backend on.
+dsv4_check_import "$DSV4_SGLANG_PYTHON" "$DSV4_SGLANG_REGISTRY"
 if ((!baseline)); then
-  # Only a warning: $PYTHON may not be the interpreter behind `sglang`.
-  if ! "$PYTHON" -c '
+  if ! "$DSV4_SGLANG_PYTHON" -c '
 import sys
 from importlib.metadata import entry_points
 sys.exit(not any(ep.name == sys.argv[1] for ep in entry_points(group="sglang.srt.plugins")))
 ' "$DSV4_PLUGIN_NAME" >/dev/null 2>&1; then
-    dsv4_warn "plugin '${DSV4_PLUGIN_NAME}' is not installed for $PYTHON (pip install sglang-dsv4-sparse); without it the server runs SGLang's own backend"
+    dsv4_warn "plugin '${DSV4_PLUGIN_NAME}' is not installed for $DSV4_SGLANG_PYTHON ($DSV4_SGLANG_PYTHON -m pip install --no-deps ${DSV4_REPO_ROOT}); without it the server runs SGLang's own backend"
   fi
 fi
 

@@ -4,10 +4,13 @@
 #
 #   bash scripts/setup.sh [--with-sglang]
 #
-# Without a visible NVIDIA GPU it installs the CPU build of torch (2.13.0) and
-# triton 3.7.1, and the kernels run in Triton's interpreter. --with-sglang adds
-# SGLang 0.5.23 (no CUDA extras) and the pure-Python packages its imports need,
-# for the integration tests. VENV=path picks another location.
+# Without a visible NVIDIA GPU it installs torch 2.13.0 and triton 3.7.1, and
+# the kernels run in Triton's interpreter. TORCH_INDEX_URL=URL takes torch
+# from that index: PyTorch's CPU wheel index gives the CPU build (without it,
+# pip's configured index decides; on plain PyPI that is the CUDA build).
+# --with-sglang adds SGLang 0.5.23 (no CUDA extras) and the pure-Python
+# packages its imports need, for the integration tests. VENV=path picks
+# another location.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -15,7 +18,7 @@ WITH_SGLANG=0
 for a in "$@"; do
   case "$a" in
     --with-sglang) WITH_SGLANG=1 ;;
-    -h|--help) sed -n 2,10p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
@@ -26,7 +29,10 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "setup.sh: GPU found: installing torch and triton with CUDA"
   "${PIP[@]}" torch triton
 else
-  echo "setup.sh: no GPU: installing CPU torch 2.13.0 and triton 3.7.1 (kernels run under TRITON_INTERPRET=1)"
+  echo "setup.sh: no GPU: installing torch 2.13.0 and triton 3.7.1 (kernels run under TRITON_INTERPRET=1)"
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    "${PIP[@]}" --index-url "$TORCH_INDEX_URL" torch==2.13.0
+  fi
   "${PIP[@]}" torch==2.13.0 triton==3.7.1
 fi
 "${PIP[@]}" -e ".[test]"

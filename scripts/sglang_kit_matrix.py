@@ -11,10 +11,13 @@ zero-padded to 64, as the DSv4 model does. Each backend must match the kit's
 reference, and ours must match SGLang's, with the kit's tolerance. Then the
 kit's CUDA-graph decode runner (``run_dsv4_cuda_graph_decode_case``) on each
 decode case and ratio for both backends. Prints a summary table last; exit
-status 1 if anything failed. Imports the test-only stand-ins and helpers from
-``tests/sglang`` (``scripts/gpu_sglang_check.sh`` runs it). ``--from-json``
-prints the summary of a saved run (no GPU needed); ``--markdown`` prints it
-as BENCHMARKS.md shows it, one row per head count.
+status 1 if anything failed. Every row goes to ``--json FILE``, by default
+``$OUT/sglang_kit_matrix.json``, or with OUT unset to
+``gpu_check_out/sglang_kit_matrix.json`` in this checkout (the folder
+``scripts/gpu_sglang_check.sh``, which runs this script, sets OUT to).
+Imports the test-only stand-ins and helpers from ``tests/sglang``.
+``--from-json`` prints the summary of a saved run (no GPU needed);
+``--markdown`` prints it as BENCHMARKS.md shows it, one row per head count.
 """
 
 from __future__ import annotations
@@ -36,11 +39,15 @@ import stand_ins  # noqa: E402
 os.environ.setdefault("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "1")
 os.environ.setdefault("SGLANG_OPT_USE_TOPK_V2", "0")
 
+JSON_NAME = "sglang_kit_matrix.json"
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heads", default="8,16,64,128", help="comma-separated real head counts")
-    parser.add_argument("--json", default=None, help="write every row here (default: $OUT/sglang_kit_matrix.json)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write every row here (default: $OUT/sglang_kit_matrix.json, or with OUT unset "
+                             "gpu_check_out/sglang_kit_matrix.json in this checkout)")
     parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph decode runner")
     parser.add_argument("--from-json", metavar="FILE", help="print the summary of a saved sglang_kit_matrix.json and exit")
     parser.add_argument("--markdown", action="store_true", help="print the summary as BENCHMARKS.md shows it")
@@ -53,15 +60,15 @@ def main() -> int:
             return 0
         heads_list = sorted({r["heads"] for r in saved["kit"]})
         return _summary(saved["kit"], saved["graph"], heads_list)
-    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
-
     import torch
 
-    import kit_runner as kr
+    from sglang_dsv4_sparse.benchmarking import no_gpu
 
     if not torch.cuda.is_available():
-        print("sglang_kit_matrix.py: needs a CUDA GPU", file=sys.stderr)
-        return 2
+        return no_gpu("sglang_kit_matrix.py")  # before SGLang's slow import
+    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
+
+    import kit_runner as kr
     heads_list = [int(h) for h in args.heads.split(",")]
     testcase = unittest.TestCase()
     rows = []
@@ -99,11 +106,11 @@ def main() -> int:
                     if row["status"] != "pass" or done % 40 == 0:
                         print(f"[{done}/{total}, {time.time() - t_start:.0f} s] {row}", flush=True)
     graph_rows = [] if args.no_graph else _graph_runner(kr, testcase)
-    from sglang_dsv4_sparse.benchmarking import run_header
+    from sglang_dsv4_sparse.benchmarking import json_path, run_header, save_json
 
-    out_path = args.json or os.path.join(os.environ.get("OUT", "."), "sglang_kit_matrix.json")
-    with open(out_path, "w") as f:
-        json.dump(dict(header=run_header(ROOT, packages=("sglang",)), kit=rows, graph=graph_rows), f, indent=1)
+    out_path = json_path(JSON_NAME, args.json) or os.path.join(ROOT, "gpu_check_out", JSON_NAME)
+    save_json(JSON_NAME, dict(header=run_header(ROOT, packages=("sglang",)), kit=rows, graph=graph_rows), out_path)
+    print(f"rows saved to {out_path}", flush=True)
     if args.markdown:
         print("\n".join(_markdown(dict(kit=rows, graph=graph_rows))))
     return _summary(rows, graph_rows, heads_list)

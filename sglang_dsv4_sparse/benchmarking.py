@@ -13,9 +13,10 @@ Two clocks, both medians of CUDA-event timings:
   kernels. Reported beside the graph time for comparison.
 
 Plus the device-to-device copy bandwidth measured in the same run as the
-ceiling, a plain-text and a Markdown table printer, and the run header each
+ceiling, a plain-text and a Markdown table printer, the run header each
 script saves with its JSON (``scripts/benchmarks_md.py`` prints BENCHMARKS.md
-from those files).
+from those files), where that JSON goes (``save_json``), and the exit status
+of a script that finds no GPU (``no_gpu``, ``EXIT_NO_GPU``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from typing import Callable, Optional, Sequence
 
 import torch
+
+
+# The exit status of a script that needs a GPU and sees none: the same as the shell
+# scripts' DSV4_EXIT_NO_GPU (scripts/_common.sh). Not 2, argparse's usage error.
+EXIT_NO_GPU = 4
+
+
+def no_gpu(prog: str, hint: str = "") -> int:
+    """Say on stderr that ``prog`` needs a CUDA GPU and sees none (``hint`` follows); returns
+    :data:`EXIT_NO_GPU`, the script's exit status."""
+    print(f"{prog}: error: no GPU visible: needs a CUDA GPU{hint}", file=sys.stderr)
+    return EXIT_NO_GPU
 
 
 def median_ms(fn: Callable[[], object], warmup_ms: float = 25, rep_ms: float = 200) -> float:
@@ -165,9 +179,26 @@ def _fmt(c: object) -> str:
     return str(c)
 
 
-def save_json(name: str, payload: object) -> None:
-    """Write ``payload`` to ``$OUT/name`` when OUT is set (the device tool's output folder)."""
+def json_path(name: str, path: Optional[str] = None) -> Optional[str]:
+    """Where a benchmark script's JSON goes: ``path`` (its ``--json FILE``) when given, else
+    ``$OUT/name`` when OUT is set (the device tool's output folder, or what ``scripts/gpu_check.sh``
+    sets), else None: not saved. Never the working directory, usually the repository root."""
+    if path:
+        return path
     out = os.environ.get("OUT")
-    if out:
-        with open(os.path.join(out, name), "w") as f:
-            json.dump(payload, f, indent=1, default=str)
+    return os.path.join(out, name) if out else None
+
+
+def save_json(name: str, payload: object, path: Optional[str] = None) -> Optional[str]:
+    """Write ``payload`` where :func:`json_path` says (its folder made if missing); returns that path,
+    or None after a note on stderr when there is none."""
+    dest = json_path(name, path)
+    if dest is None:
+        print(f"{name} not saved: set OUT=DIR or pass --json FILE", file=sys.stderr)
+        return None
+    folder = os.path.dirname(dest)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(dest, "w") as f:
+        json.dump(payload, f, indent=1, default=str)
+    return dest

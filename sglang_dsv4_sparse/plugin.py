@@ -8,9 +8,11 @@ that builds :class:`~sglang_dsv4_sparse.sglang_backend.DeepseekV4SparseAttnBacke
 and falls back to the original factory for what it does not handle.
 
 It leaves SGLang untouched (and says why) when ``SGLANG_DSV4_SPARSE=0``, when
-the installed SGLang is not a supported version, or when SGLang's internals
-it relies on have moved. It never raises, and calling it again is a no-op.
-It must not initialise CUDA: SGLang loads plugins before it picks the GPU.
+the installed SGLang is not a supported version, when SGLang's attention
+registry does not import (a module SGLang needs is missing: the warning names
+it), or when SGLang's internals it relies on have moved. It never raises, and
+calling it again is a no-op. It must not initialise CUDA: SGLang loads
+plugins before it picks the GPU.
 """
 
 from __future__ import annotations
@@ -96,10 +98,19 @@ def install() -> bool:
         if importlib.util.find_spec(BACKEND_MODULE) is None:
             raise ImportError(f"no module {BACKEND_MODULE}")
     except Exception as exc:
-        logger.warning(
-            "sglang-dsv4-sparse: SGLang's internals moved (%s: %s): SGLang left untouched",
-            type(exc).__name__, exc,
-        )
+        missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+        if missing and missing.split(".")[0] != "sglang":
+            # SGLang is there but one of its own dependencies is not: not a move.
+            logger.warning(
+                "sglang-dsv4-sparse: SGLang's attention registry does not import: module %r is missing "
+                "(%s: %s); install it: SGLang left untouched",
+                missing, type(exc).__name__, exc,
+            )
+        else:
+            logger.warning(
+                "sglang-dsv4-sparse: SGLang's internals moved (%s: %s): SGLang left untouched",
+                type(exc).__name__, exc,
+            )
         return False
     if getattr(current, _FACTORY_FLAG, False):
         return True  # installed already in this process

@@ -378,7 +378,7 @@ def _import_pyplot():
     except ImportError:
         raise CliError(
             "argument --png: matplotlib is not installed; "
-            "pip install 'sglang-dsv4-sparse[plot]' (or pip install matplotlib)"
+            "pip install matplotlib (the package's 'plot' extra)"
         ) from None
     try:
         matplotlib.use("Agg")  # headless: servers have no display
@@ -579,6 +579,25 @@ def _read_side(label: str, files, notes, args, progress: Progress) -> TraceStats
 
 
 def main(argv=None) -> int:
+    """The ``dsv4-kernel-diff`` command; returns its exit status.
+
+    A reader that stops early (``dsv4-kernel-diff --json | head``) ends it
+    quietly with status 0, instead of a BrokenPipeError traceback.
+    """
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # inside the try: a short report may only meet the closed pipe here
+        return status
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit and would report the same error
+        # there: point the descriptor at /dev/null first (the recipe in the docs
+        # of Python's signal module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run(argv) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     try:

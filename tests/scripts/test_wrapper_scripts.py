@@ -1,7 +1,8 @@
 """The serve / profile / eval wrappers, run against stubs.
 
 A stub ``sglang`` executable, a stub ``nvidia-smi`` and a stub ``sglang``
-Python package (send_one, run_eval) record what they were called with; a
+Python package (send_one, run_eval, and the attention registry serve.sh
+imports) record what they were called with; a
 tiny HTTP server on 127.0.0.1 plays the SGLang server for the reachability
 check.  No SGLang, GPU or network needed.
 """
@@ -28,6 +29,16 @@ STUB_SGLANG = """#!/usr/bin/env bash
 printf '%s\\n' "$@" > "$STUB_RECORD/sglang.argv"
 env > "$STUB_RECORD/sglang.env"
 exit "${STUB_EXIT:-0}"
+"""
+
+# The same stub as a Python script (its #! line is added where it is written).
+STUB_SGLANG_PY = """import os, sys
+record = os.environ["STUB_RECORD"]
+with open(os.path.join(record, "sglang.argv"), "w") as fh:
+    fh.write("".join(arg + "\\n" for arg in sys.argv[1:]))
+with open(os.path.join(record, "sglang.env"), "w") as fh:
+    fh.write("".join(f"{k}={v}\\n" for k, v in os.environ.items()))
+sys.exit(int(os.environ.get("STUB_EXIT", "0")))
 """
 
 STUB_NVIDIA_SMI = """#!/usr/bin/env bash
@@ -60,7 +71,8 @@ class Stubs:
         self.pylib = root / "pylib"
         self.record = root / "record"
         self.work = root / "work"
-        for d in (self.bin, self.pylib / "sglang" / "test", self.record, self.work):
+        attention = self.pylib / "sglang" / "srt" / "layers" / "attention"
+        for d in (self.bin, self.pylib / "sglang" / "test", attention, self.record, self.work):
             d.mkdir(parents=True)
         _write_exe(self.bin / "sglang", STUB_SGLANG)
         # The scripts' Python runs without site-packages (-S): only the stubs on
@@ -70,6 +82,10 @@ class Stubs:
         _write_exe(self.bin / "nvidia-smi", STUB_NVIDIA_SMI)
         (self.pylib / "sglang" / "__init__.py").write_text("")
         (self.pylib / "sglang" / "test" / "__init__.py").write_text("")
+        for package in (attention.parent.parent, attention.parent, attention):
+            (package / "__init__.py").write_text("")
+        self.registry = attention / "attention_registry.py"
+        self.registry.write_text("ATTENTION_BACKENDS = {}\n")
         for name in ("send_one", "run_eval"):
             (self.pylib / "sglang" / "test" / f"{name}.py").write_text(STUB_MODULE.format(name=name))
         self.env = {
@@ -277,10 +293,15 @@ def test_serve_dry_run_prints_without_running(stubs):
     lines = res.stdout.splitlines()
     assert "export SGLANG_DSV4_SPARSE=0" in lines
     assert "export SGLANG_OPT_FLASHMLA_SPARSE_PREFILL=1" in lines
+    # The sglang next to $PYTHON (the stubs' bin/), though PATH has none.
     assert lines[-1] == (
-        f"sglang serve --model-path {MODEL} --tp-size 4 --chunked-prefill-size 32768 "
+        f"{stubs.bin}/sglang serve --model-path {MODEL} --tp-size 4 --chunked-prefill-size 32768 "
         "--host 127.0.0.1 --port 30000 --x 'it'\\''s'"
     )
+    (stubs.bin / "sglang").unlink()
+    res = stubs.run("serve.sh", "--dry-run", PATH="/usr/bin:/bin")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1].startswith("sglang serve --model-path")
     assert stubs.nothing_ran()
 
 
@@ -288,7 +309,56 @@ def test_serve_without_sglang(stubs):
     (stubs.bin / "sglang").unlink()
     res = stubs.run("serve.sh")
     assert res.returncode == 3
-    assert "'sglang' is not on PATH" in res.stderr
+    assert f"SGLang is not installed: no 'sglang' next to {stubs.bin}/python-isolated nor on PATH" in res.stderr
+    assert "pip install sglang-dsv4-sparse" not in res.stderr  # not on PyPI
+
+
+def test_serve_runs_the_checkouts_venv(stubs):
+    # SGLang installed in the checkout's .venv and nowhere on PATH (issue #23): without PYTHON,
+    # serve.sh runs .venv/bin/sglang and checks the import with .venv/bin/python.
+    checkout = stubs.root / "checkout"
+    (checkout / "scripts").mkdir(parents=True)
+    for name in ("_common.sh", "serve.sh"):
+        (checkout / "scripts" / name).write_text((SCRIPTS / name).read_text())
+    venv_bin = checkout / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    _write_exe(venv_bin / "python", f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    (stubs.bin / "sglang").rename(venv_bin / "sglang")
+    res = stubs.run("serve.sh", scripts=checkout / "scripts", PYTHON=None, PATH="/usr/bin:/bin",
+                    NVIDIA_SMI=str(stubs.bin / "nvidia-smi"))
+    assert res.returncode == 0, res.stderr
+    assert stubs.sglang_call()[0][:3] == ["serve", "--model-path", MODEL]
+    assert f"{venv_bin}/sglang serve" in res.stderr
+    assert f"plugin 'dsv4_sparse' is not installed for {venv_bin}/python" in res.stderr
+
+
+def test_serve_checks_the_interpreter_behind_paths_sglang(stubs):
+    # No sglang next to $PYTHON: the one on PATH runs, and its #! line names the interpreter checked.
+    other = stubs.root / "other" / "bin"
+    other.mkdir(parents=True)
+    (stubs.bin / "sglang").rename(other / "sglang")
+    res = stubs.run("serve.sh", PYTHON="/nonexistent/python", PATH=f"{other}:{stubs.bin}:/usr/bin:/bin")
+    assert res.returncode == 3 and "Python interpreter '/nonexistent/python' not found" in res.stderr
+    _write_exe(other / "sglang", f"#!{stubs.bin}/python-isolated\n" + STUB_SGLANG_PY)
+    res = stubs.run("serve.sh", "--baseline", PYTHON="/nonexistent/python", PATH=f"{other}:{stubs.bin}:/usr/bin:/bin")
+    assert res.returncode == 0, res.stderr
+    assert stubs.sglang_call()[0][0] == "serve"
+
+
+def test_serve_names_the_module_sglang_misses(stubs):
+    # SGLang is there but does not import (a dependency of its own is missing), GPU check skipped:
+    # the error names the missing module, instead of the server failing later.
+    stubs.registry.write_text("import torchvision_for_this_test\n")
+    res = stubs.run("serve.sh", NVIDIA_SMI=str(stubs.bin / "no-nvidia-smi"), DSV4_SKIP_GPU_CHECK="1")
+    assert res.returncode == 3
+    assert "cannot import sglang.srt.layers.attention.attention_registry" in res.stderr
+    assert "module 'torchvision_for_this_test' is missing" in res.stderr
+    assert "internals moved" not in res.stderr
+    assert stubs.nothing_ran()
+    stubs.registry.write_text("raise RuntimeError('no CUDA here')\n")
+    res = stubs.run("serve.sh", "--baseline", DSV4_SKIP_GPU_CHECK="1")
+    assert res.returncode == 3 and "RuntimeError: no CUDA here" in res.stderr
+    assert stubs.nothing_ran()
 
 
 def test_serve_gpu_checks(stubs):

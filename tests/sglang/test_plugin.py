@@ -1,6 +1,8 @@
 """The ``dsv4_sparse`` plugin: SGLang's load_plugins() installs our "dsv4" factory, and only then."""
 
 import logging
+import sys
+import types
 
 import pytest
 
@@ -94,6 +96,24 @@ def test_moved_internals_warn_instead_of_crashing(registry, monkeypatch, caplog)
         assert plugin.install() is False
     assert not _ours(registry.ATTENTION_BACKENDS["dsv4"])
     assert any("no_such_backend" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_dependency_is_named_not_taken_for_moved_internals(registry, monkeypatch, caplog):
+    # The registry's import fails on a module SGLang needs (torchvision, say): the warning names it.
+    import sglang.srt.layers.attention as attention_package
+
+    class Unimportable(types.ModuleType):
+        def __getattr__(self, name):
+            raise ModuleNotFoundError("No module named 'torchvision'", name="torchvision")
+
+    broken = Unimportable(registry.__name__)
+    monkeypatch.setitem(sys.modules, registry.__name__, broken)
+    monkeypatch.setattr(attention_package, "attention_registry", broken)
+    with caplog.at_level(logging.WARNING, logger="sglang_dsv4_sparse"):
+        assert plugin.install() is False
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(messages) == 1
+    assert "module 'torchvision' is missing" in messages[0] and "internals moved" not in messages[0]
 
 
 def test_install_is_idempotent_and_logs_one_info_line(registry, caplog):

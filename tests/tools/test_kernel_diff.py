@@ -381,6 +381,25 @@ def test_png(ab, tmp_path):
     assert f"wrote {png}" in done.stdout
 
 
+@pytest.mark.parametrize("output", ["--json", "--strip-templates"])
+def test_a_reader_that_stops_early_ends_it_quietly(ab, output):
+    # `dsv4-kernel-diff --json | head`: the reader has gone before the report is written. The pipe's
+    # read end is closed before the command starts, so every write meets a broken pipe.
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p))
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "sglang_dsv4_sparse.tools.kernel_diff", *map(str, ab), output, "--quiet"],
+            cwd=root, env=env, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0
+    assert done.stderr == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit
+
+
 def test_png_with_a_broken_matplotlib(capsys, ab, tmp_path, monkeypatch):
     # matplotlib imports, but its pyplot does not (a broken install): a clear error, no traceback.
     broken = types.ModuleType("matplotlib")
