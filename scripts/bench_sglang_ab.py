@@ -68,7 +68,6 @@ PAGE = 256  # SGLang's full-cache page
 RATIOS = (0, 4, 128)  # layer i of the pool has ratio RATIOS[i]
 TOPK = 512  # DSv4-Flash's index_topk
 KERNEL_WIDTH = 64  # the query width the model hands over up to 64 heads
-NO_GPU_EXIT = 4  # every script's exit status when it needs a GPU and finds none
 SWA_POOL_TOKENS = 1 << 20  # SWA-cache rows; the full-to-SWA map folds full ids onto them
 
 
@@ -530,8 +529,9 @@ def main() -> int:
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
-        print("bench_sglang_ab.py: needs a CUDA GPU (or --tiny for a CPU plumbing check)", file=sys.stderr)
-        return NO_GPU_EXIT
+        from sglang_dsv4_sparse.benchmarking import no_gpu
+
+        return no_gpu("bench_sglang_ab.py", " (or --tiny for a CPU plumbing check)")
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
         import sglang.srt.layers.attention.deepseek_v4_backend as parent

@@ -84,8 +84,8 @@ def fresh_default_choice():
 def test_kernel_choice_reads_the_environment_once(monkeypatch, fresh_default_choice):
     _fake_flashmla(monkeypatch, True)
     reads = []
-    real = dispatch.requested_kernels
-    monkeypatch.setattr(dispatch, "requested_kernels", lambda: reads.append(1) or real())
+    real = dispatch.config.read_settings
+    monkeypatch.setattr(dispatch.config, "read_settings", lambda *a: reads.append(1) or real(*a))
     dev = torch.device("cuda", 0)
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_KERNELS", "triton")
     choice = dispatch.KernelChoice.from_env(dev)

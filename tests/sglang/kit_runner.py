@@ -165,10 +165,25 @@ class KitResult:
     route: str
 
 
-def ours_factory(runner):
+def ours_factory(runner, route: str = "ours"):
+    """Our backend with ``SGLANG_DSV4_SPARSE_PREFILL_ROUTE=route`` (read once, when it is built).
+
+    The kit checks our kernels: ``ours`` runs our routes on every layer, where
+    ``auto`` would hand some shapes to SGLang's attention.
+    """
+    import os
+
     from sglang_dsv4_sparse.sglang_backend import backend_class
 
-    return backend_class()(runner)
+    saved = os.environ.get("SGLANG_DSV4_SPARSE_PREFILL_ROUTE")
+    os.environ["SGLANG_DSV4_SPARSE_PREFILL_ROUTE"] = route
+    try:
+        return backend_class()(runner)
+    finally:
+        if saved is None:
+            os.environ.pop("SGLANG_DSV4_SPARSE_PREFILL_ROUTE")
+        else:
+            os.environ["SGLANG_DSV4_SPARSE_PREFILL_ROUTE"] = saved
 
 
 def sglang_factory(runner):

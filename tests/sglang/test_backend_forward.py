@@ -121,16 +121,16 @@ def test_save_kv_cache_keeps_sglangs_cache_write(dsv4_env, gen, monkeypatch):
     assert len(writes) == 1 and writes[0][0] == 0 and writes[0][1] is q and writes[0][2] is fb
 
 
-@pytest.mark.parametrize("setting", ["auto", "index"])
+@pytest.mark.parametrize("setting", ["ours", "index"])
 def test_prefill_routes_match_reference(dsv4_env, helpers, gen, monkeypatch, setting):
-    # Under auto, a 2-head rank's (query padded to 64) C0 layers take the shared-row route and its
+    # Under "ours", a 2-head rank's (query padded to 64) C0 layers take the shared-row route and its
     # C128 layers the folded one (32 queries a group, built once per step); "index" keeps index rows.
     monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", setting)
     env = dsv4_env(heads=2)
     assert env.backend._dsv4_choice.prefill_routes == setting
     fb = env.batch("EXTEND", rows=[1, 0], prefix=[5, 250], ext=[40, 20])
     step, errors = _run_step(env, helpers, fb, gen, padded_heads=64)
-    assert step.route == "sparse_prefill" and list(step.c128_folds) == ([2] if setting == "auto" else [])
+    assert step.route == "sparse_prefill" and list(step.c128_folds) == ([2] if setting == "ours" else [])
     assert all(err < TOLERANCE for _, err in errors), errors
 
 
