@@ -347,7 +347,8 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps, mode="EXTEND", br
                 raise RuntimeError("our backend left the step to SGLang")
             if name == "ours_static" and not backend._dsv4_step.c128_folds:
                 raise RuntimeError("the C128 layer did not take the folded route")
-            row["routes"] = {str(r): backend._dsv4_step.routes_by_heads.get(heads, {}).get(r, "-") for r in RATIOS}
+            routes = backend._dsv4_step.routes_by_heads.get((heads, q.shape[1]), {})
+            row["routes"] = {str(r): routes.get(r, "-") for r in RATIOS}
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)
         init()
@@ -366,7 +367,8 @@ def _rebuild_plan(backend, heads):
     step = backend._dsv4_step
     step.plan, step.inputs = None, None
     step.c128_folds.clear()
-    for ratio, route in sorted(step.routes_by_heads[heads].items()):
+    routes = next(r for (h, _), r in step.routes_by_heads.items() if h == heads)
+    for ratio, route in sorted(routes.items()):
         if route != "sglang":
             step.prefill_plan(backend, ratio, route)
             if route == "folded":

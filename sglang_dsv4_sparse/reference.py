@@ -98,6 +98,56 @@ def combine_topk_swa_indices_reference(
     return out, lens
 
 
+def request_of_rows_reference(bounds: torch.Tensor, total: int) -> torch.Tensor:
+    """The last request ``r`` in ``[0, R)`` with ``bounds[r] <= row``, for each of ``total`` rows (int64)."""
+    b = [int(x) for x in bounds.tolist()]
+    out = []
+    for row in range(total):
+        r = 0
+        for i in range(len(b) - 1):
+            if b[i] <= row:
+                r = i
+        out.append(r)
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def compressed_token_ids_reference(bounds, table, page_size: int, total: int, capacity: int = 2**62) -> torch.Tensor:
+    """Row ``j`` of request ``r`` is ``table[r, j // P] * P + j % P``; -1 past the table, for a negative page or past ``capacity``."""
+    req = request_of_rows_reference(bounds, total).tolist()
+    b = [int(x) for x in bounds.tolist()]
+    out = []
+    for j in range(total):
+        r = req[j]
+        local = j - b[r]
+        col = local // page_size
+        if r >= table.shape[0] or col >= table.shape[1]:
+            out.append(-1)
+            continue
+        page = int(table[r, col])
+        tid = page * page_size + local % page_size
+        out.append(tid if page >= 0 and tid < capacity else -1)
+    return torch.tensor(out, dtype=torch.int64)
+
+
+def fold_shared_rows_reference(req_of_token, query_pos, bounds, group_size: int, width: int, ratio: int = 128):
+    """Each run of ``group_size`` rows of one request shares the rows its first query reads (core/fold.py)."""
+    t = req_of_token.shape[0]
+    groups = t // group_size
+    b = [int(x) for x in bounds.tolist()]
+    indices = torch.full((groups, width), -1, dtype=torch.int32)
+    lens = torch.zeros(groups, dtype=torch.int32)
+    skip = torch.zeros(-(-t // group_size), dtype=torch.int32)
+    for g in range(groups):
+        first, last = g * group_size, g * group_size + group_size - 1
+        r = int(req_of_token[first])
+        if r != int(req_of_token[last]) or not 0 <= r < len(b) - 1:
+            continue
+        shared = min(max((int(query_pos[first]) + 1) // ratio, 0), b[r + 1] - b[r])
+        indices[g, :shared] = torch.arange(b[r], b[r] + shared, dtype=torch.int32)[:width]
+        lens[g] = skip[g] = shared
+    return indices, lens, skip
+
+
 def sparse_attention_reference(
     q: torch.Tensor,
     kv: torch.Tensor,

@@ -130,10 +130,14 @@ class RoutePolicy:
     sglang_available: bool
     table: Optional[RouteTable] = None
 
-    def routes(self, shape: StepShape, ratios=LAYER_RATIOS) -> Dict[int, str]:
-        """Each ratio's route for a step of ``shape``."""
+    def routes(self, shape: StepShape, ratios=LAYER_RATIOS, *, sglang_takes_query: bool = True) -> Dict[int, str]:
+        """Each ratio's route for a step of ``shape``.
+
+        ``sglang_takes_query``: SGLang's attention can run the query as handed
+        over (FlashMLA takes 64 or 128 heads: the model pads a rank's heads to 64).
+        """
         mode = self.mode
-        if not self.sglang_available and mode in ("auto", ROUTE_SGLANG):
+        if (not self.sglang_available or not sglang_takes_query) and mode in ("auto", ROUTE_SGLANG):
             mode = "ours"  # SGLang's route needs FlashMLA: ours is the only one here
         if mode == ROUTE_SGLANG:
             return {r: ROUTE_SGLANG for r in ratios}

@@ -328,7 +328,7 @@ class _SparseBackendMixin:
         reason = self.layer_fallback_reason(layer, q, compress_ratio, cos_sin_cache)
         route = None
         if reason is None and self._dsv4_step.route == ROUTE_SPARSE_PREFILL:
-            route = self._dsv4_step.layer_route(self._dsv4_policy, compress_ratio, self._real_heads(layer, q))
+            route = self._dsv4_step.layer_route(self._dsv4_policy, compress_ratio, self._real_heads(layer, q), q.shape[1])
         if reason is not None or route == routing.ROUTE_SGLANG:
             if reason is not None:
                 self._note_fallback(reason)

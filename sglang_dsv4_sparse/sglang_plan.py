@@ -22,6 +22,7 @@ import torch
 
 from . import layout as L
 from . import routing
+from .dispatch import FLASHMLA_HEADS
 from .core.fold import C128Fold, build_c128_fold
 from .core.forward import INDEX_ROW_ROUTES
 from .core.plan import (
@@ -62,15 +63,17 @@ class StepState:
     make_inputs: Optional[Callable[[], StepInputs]] = None
     forward_batch: Any = None
     ratios: Tuple[int, ...] = ()  # compressed ratios the model has
-    routes_by_heads: Dict[int, Dict[int, str]] = field(default_factory=dict)
+    routes_by_heads: Dict[tuple, Dict[int, str]] = field(default_factory=dict)  # (heads, query width) -> routes
     c128_folds: Dict[int, C128Fold] = field(default_factory=dict)  # per head count, built by the first C128 layer
 
-    def layer_route(self, policy: routing.RoutePolicy, ratio: int, heads: int) -> str:
-        """The route of this step's ``ratio`` layers at ``heads`` real heads (decided once per head count)."""
-        routes = self.routes_by_heads.get(heads)
+    def layer_route(self, policy: routing.RoutePolicy, ratio: int, heads: int, width: int) -> str:
+        """The route of this step's ``ratio`` layers at ``heads`` real heads of a ``width``-head query
+        (decided once per step and head count)."""
+        routes = self.routes_by_heads.get((heads, width))
         if routes is None:
             shape = routing.StepShape(heads=heads, **self.shape)
-            routes = self.routes_by_heads[heads] = policy.routes(shape, (0,) + self.ratios)
+            routes = self.routes_by_heads[(heads, width)] = policy.routes(
+                shape, (0,) + self.ratios, sglang_takes_query=width in FLASHMLA_HEADS)
             log_once(logging.INFO, f"routes:{heads}:{sorted(routes.items())}",
                      "sglang-dsv4-sparse: sparse prefill at %d heads (e.g. %d rows, %d requests, up to %d tokens): %s",
                      heads, shape.num_tokens, shape.num_reqs, shape.max_seq_len, routing.describe_routes(routes))

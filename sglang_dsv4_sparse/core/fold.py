@@ -27,6 +27,7 @@ import torch
 
 from ..dispatch import KernelChoice, sparse_prefill_attention_lse
 from ..kernels.indices import combined_index_width
+from ..kernels.indices.plan_rows import fold_shared_rows
 from ..kernels.sparse_attn.shared_rows import _shared_rows_attention, queries_per_tile
 from .plan import PrefillPlan
 
@@ -43,30 +44,18 @@ class C128Fold:
 
 
 def build_c128_fold(plan: PrefillPlan, heads: int) -> C128Fold:
-    """Group the step's token rows ``g`` at a time and index each group's shared rows; no host sync."""
+    """Group the step's token rows ``g`` at a time and index each group's shared rows: one launch, no host sync."""
     if 128 not in plan.compressed:
         raise ValueError("the plan has no C128 rows (its StepInputs had no compressed_page_tables[128])")
     g = queries_per_tile(heads)
     rows = plan.compressed[128]
-    device = plan.query_pos.device
-    groups = plan.num_tokens // g
-    first = torch.arange(groups, device=device) * g
-    req = plan.req_of_token
-    one_request = req[first] == req[first + (g - 1)]  # a request's queries are consecutive
-    lead_req = req[first]
-    # The first query of a group has the smallest position: its rows are the shared ones.
-    visible = torch.div(plan.query_pos[first].to(torch.int64) + 1, 128, rounding_mode="floor")
-    visible = torch.minimum(visible.clamp_min(0), rows.rows_per_req.to(torch.int64)[lead_req])
-    shared = torch.where(one_request, visible, 0)
     width = combined_index_width(rows.max_rows, 0)
-    cols = torch.arange(width, device=device)
-    base = rows.base.to(torch.int64)[lead_req]
-    shared_indices = torch.where(cols[None, :] < shared[:, None], base[:, None] + cols[None, :], -1)
-    skip_rows = torch.zeros(-(-plan.num_tokens // g), dtype=torch.int32, device=device)
-    skip_rows[:groups] = shared.to(torch.int32)
+    shared_indices, shared_lens, skip_rows = fold_shared_rows(
+        plan.req_of_token, plan.query_pos, rows.bounds, g, width, ratio=128
+    )
     return C128Fold(
-        group_size=g, folded_tokens=groups * g, shared_indices=shared_indices.to(torch.int32),
-        shared_lens=shared.to(torch.int32), skip_rows=skip_rows,
+        group_size=g, folded_tokens=(plan.num_tokens // g) * g, shared_indices=shared_indices,
+        shared_lens=shared_lens, skip_rows=skip_rows,
     )
 
 

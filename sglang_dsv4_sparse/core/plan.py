@@ -33,6 +33,7 @@ import torch
 from .. import layout as L
 from ..dispatch import decode_sched_metas
 from ..kernels.indices import build_swa_token_ids, combine_topk_swa_indices, combined_index_width
+from ..kernels.indices.plan_rows import compressed_token_ids, request_of_rows
 from ..validation import INDEX_DTYPES, bounds_check_enabled, check_int, check_tensor
 from .bounds import check_step_bounds
 from .lookup import take, take2d, within
@@ -48,6 +49,8 @@ C128_INDEX_BUDGET_BYTES = 48 << 20
 # The paged route's index rows are int32: an id they cannot hold is a hole,
 # not a wrapped-around id that may land inside a cache.
 INT32_IDS = 2**31
+# No cache capacity given: any id a page table names is kept.
+INT64_IDS = 2**62
 
 
 @dataclass
@@ -135,6 +138,7 @@ class CompressedRows:
     swa_base: torch.Tensor  # (R,) int32 workspace row of each request's window union
     total: int
     max_rows: int  # the longest request's row count
+    bounds: Optional[torch.Tensor] = None  # (R + 1,) int32: base, then total
 
 
 @dataclass
@@ -245,28 +249,34 @@ def _query_positions(inputs: StepInputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def compressed_rows(inputs: StepInputs, ratio: int, swa_offsets: torch.Tensor) -> CompressedRows:
-    """Where each request's ``ratio`` rows sit in the workspace: before every window union, request after request."""
+    """Where each request's ``ratio`` rows sit in the workspace: before every window union, request after request.
+
+    The counts and their running sums are host arithmetic (one small copy); the
+    ids are one kernel launch (``kernels.indices.plan_rows``).
+    """
     device = inputs.device
     page_size = inputs.compressed_page_sizes[ratio]
-    table = inputs.compressed_page_tables[ratio]
     counts_cpu = [int(s) // ratio for s in inputs.seq_lens_cpu]
-    total = sum(counts_cpu)
-    counts = torch.tensor(counts_cpu, dtype=torch.int64).to(device, non_blocking=True)
-    base = torch.cumsum(counts, 0) - counts
-    req = torch.repeat_interleave(torch.arange(len(counts_cpu), device=device), counts, output_size=total)
-    j = torch.arange(total, device=device) - base[req]
-    page = take2d(table, req, torch.div(j, page_size, rounding_mode="floor"))
+    bounds_cpu = [0]
+    for count in counts_cpu:
+        bounds_cpu.append(bounds_cpu[-1] + count)
+    total = bounds_cpu[-1]
+    num_reqs = len(counts_cpu)
+    packed = torch.tensor(bounds_cpu + counts_cpu, dtype=torch.int32).to(device, non_blocking=True)
+    bounds = packed[: num_reqs + 1]
     capacity = (inputs.cache_tokens or {}).get(ratio)
-    token_ids = within(torch.where(page >= 0, page * page_size + j % page_size, -1), capacity)
+    token_ids = compressed_token_ids(bounds, inputs.compressed_page_tables[ratio], page_size, total,
+                                     INT64_IDS if capacity is None else capacity)
     return CompressedRows(
         ratio=ratio,
         page_size=page_size,
         token_ids=token_ids,
-        rows_per_req=counts.to(torch.int32),
-        base=base.to(torch.int32),
+        rows_per_req=packed[num_reqs + 1 :],
+        base=bounds[:-1],
         swa_base=(total + swa_offsets[:-1]).to(torch.int32),
         total=total,
         max_rows=max(counts_cpu, default=0),
+        bounds=bounds,
     )
 
 
@@ -355,10 +365,12 @@ def assemble_prefill_plan(
     device = inputs.device
     num_reqs = len(inputs.seq_lens_cpu)
     num_tokens = inputs.num_tokens
-    req_of_token, positions = _query_positions(inputs)
     if query_start_loc is None:
         query_start_loc = torch.zeros(num_reqs + 1, dtype=torch.int32, device=device)
         torch.cumsum(inputs.extend_lens.to(torch.int32), 0, out=query_start_loc[1:])
+    req_of_token = request_of_rows(query_start_loc, num_tokens)
+    if query_pos is None:
+        query_pos = (_query_positions(inputs)[1] if inputs.positions is None else inputs.positions).to(torch.int32)
     plan = PrefillPlan(
         num_tokens=num_tokens,
         num_reqs=num_reqs,
@@ -366,7 +378,7 @@ def assemble_prefill_plan(
         swa_page_size=inputs.swa_page_size,
         seq_lens=inputs.seq_lens.to(torch.int32),
         query_start_loc=query_start_loc,
-        query_pos=positions.to(torch.int32) if query_pos is None else query_pos,
+        query_pos=query_pos.contiguous(),
         req_of_token=req_of_token,
         swa_token_ids=window.token_ids,
         swa_gather_lens=window.gather_lens,

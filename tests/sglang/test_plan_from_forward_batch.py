@@ -21,6 +21,11 @@ def _extend_plan(env, mode, rows, prefix, ext):
     step = env.backend._dsv4_step
     assert step is not None, "the backend should plan this step itself"
     assert step.metadata is env.backend.forward_metadata
+    if step.route == "sparse_prefill":
+        # The plan is built by the first layer on one of our routes; build it with both compressed kinds' rows.
+        assert step.plan is None
+        step.prefill_plan(env.backend, 4, "native")
+        step.prefill_plan(env.backend, 128, "folded")
     return fb, step
 
 
