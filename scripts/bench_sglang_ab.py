@@ -83,6 +83,7 @@ def parse_args():
                    help="write the route table (per-layer times of SGLang's route and ours) to FILE")
     p.add_argument("--heads", default=None, help="comma-separated head counts (default: 8,16,64,128)")
     p.add_argument("--skip-decode", action="store_true", help="extends only")
+    p.add_argument("--no-variants", action="store_true", help="SGLang and ours only (no ours_static columns)")
     return p.parse_args()
 
 
@@ -527,6 +528,9 @@ def main() -> int:
         with open(args.from_json) as f:
             saved = json.load(f)
         print_tables(saved["header"], saved["rows"], markdown=args.markdown)
+        if any("breakdown" in r for r in saved["rows"]):
+            print()
+            print_breakdown(saved["rows"], markdown=args.markdown)
         return 0
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -552,7 +556,8 @@ def main() -> int:
     dep = Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
     factories = _factories()
-    names = ("ours", *VARIANTS) if args.tiny else ("sglang", "ours", *VARIANTS)
+    variants = () if args.no_variants else tuple(VARIANTS)
+    names = ("ours", *variants) if args.tiny else ("sglang", "ours", *variants)
     reps = 2 if args.tiny else 5
     results = []
     total = len(heads_list) * (len(extends) + len(decodes))
@@ -655,7 +660,7 @@ def print_breakdown(rows, markdown=False):
     if len(table) == 1:
         return
     title = "Step breakdown (PyTorch profiler; ms per call, SGLang / ours; host = time to issue the call)"
-    print(("" if markdown else "== ") + title)
+    print(("" if markdown else "== ") + title + (":\n" if markdown else ""))
     print("\n".join(_render(table, markdown)))
 
 

@@ -80,17 +80,16 @@ prefill and the paged route, through both backends. The columns are the worst `(
 Speed: both backends on one serving-sized DSv4 pool built as the kit builds it (fp8 V4 caches of random
 rows), SGLang's `ForwardBatch`es, the same queries and C4 picks. `meta`: `init_forward_metadata`; `c0`,
 `c4`, `c128`: one layer's `forward` (median of 5); `step`: metadata plus one layer of each kind, synchronized
-(SGLang builds its sparse-prefill cache in its first layer: only `step` compares all work); `ratio`: ours /
-SGLang. Decode replays a CUDA graph of the metadata, a stand-in indexer and the three layers (median of 20).
-At 8 and 16 heads both get the query zero-padded to 64, as the model hands it over; `index` is ours with
-`SGLANG_DSV4_SPARSE_PREFILL_ROUTE=index` (FlashMLA on the padded query on every layer).
+(SGLang builds its sparse-prefill chunk cache in its first sparse layer, ours its plan in its first layer on
+one of its routes: only `step` compares all work); `ratio`: ours / SGLang. `routes`: the route each layer
+kind took in ours (`S`: SGLang's attention; `sh` shared rows, `fold` folded, `nat` native), from the route
+table `sglang_dsv4_sparse/route_tables/sm90.json`. `static`: ours with our routes on every layer
+(`SGLANG_DSV4_SPARSE_PREFILL_ROUTE=ours`), `plan` its plan's cost on top of SGLang's chunk cache. Decode
+replays a CUDA graph of the metadata, a stand-in indexer and the three layers (median of 20). At 8 and 16
+heads both get the query zero-padded to 64, as the model hands it over. The breakdown profiles one call of
+each part (PyTorch profiler): host time to issue it, GPU kernel time by kind.
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
-    """
-This run predates the C4 layers' "native" route, the in-place padded output and the plan's leaner index
-rows (not yet measured inside SGLang). At 8k chunks with a short prefix our step was slower: our `meta`
-(`build_prefill_plan` on top of SGLang's) and, then, a copy of the real heads into the padded output.
-""",
     """
 ## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
 
