@@ -36,8 +36,8 @@ import torch
 
 from . import config, routing
 from . import layout as L
-from .kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged
-from .kernels.sparse_attn.prefill import _sparse_mla_fwd
+from .kernels.sparse_attn.decode_paged import sparse_mla_decode_paged_unchecked
+from .kernels.sparse_attn.prefill import sparse_mla_fwd_unchecked
 from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 
 KERNEL_CHOICES = config.KERNELS.choices
@@ -278,7 +278,7 @@ def sparse_prefill_attention_lse(
             q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=choice.flashmla_legacy
         )
         return out[:, : q.shape[1]], lse[:, : q.shape[1]]
-    out, _, lse = _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length, out=out)
+    out, _, lse = sparse_mla_fwd_unchecked(q, kv, indices, sm_scale, attn_sink, topk_length, out=out)
     return out, lse
 
 
@@ -325,7 +325,7 @@ def paged_decode_attention(
             use_legacy=choice.flashmla_legacy,
         )
         return out[:, :, : q.shape[2]]
-    out, _ = _sparse_mla_decode_paged(
+    out, _ = sparse_mla_decode_paged_unchecked(
         q, k_cache, page_size, indices, topk_length, attn_sink,
         extra_k_cache, extra_page_size, extra_indices, extra_topk_length, sm_scale,
     )

@@ -142,7 +142,7 @@ def deterministic_topk(stack: Stack, layer: int, positions: torch.Tensor, block:
     return out
 
 
-def _inputs(stack: Stack, start: int, end: int, layer_tables: Optional[int] = None) -> StepInputs:
+def step_inputs(stack: Stack, start: int, end: int, layer_tables: Optional[int] = None) -> StepInputs:
     device = stack.device
     # Page tables are per request: this step's one request is pool row ``pool_row``.
     tables = {
@@ -202,7 +202,7 @@ def run_prompt(
         for layer, ratio in enumerate(cfg.ratios):
             key = _layer_tables_key(stack, layer)
             if key not in plans:
-                inputs = _inputs(stack, start, end, key)
+                inputs = step_inputs(stack, start, end, key)
                 plans[key] = (inputs, build_paged_plan(inputs) if is_decode else build_prefill_plan(inputs))
             inputs, plan = plans[key]
             q = layer_q(stack, layer, positions)

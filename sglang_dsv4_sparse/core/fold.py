@@ -28,7 +28,7 @@ import torch
 from ..dispatch import KernelChoice, sparse_prefill_attention_lse
 from ..kernels.indices import combined_index_width
 from ..kernels.indices.plan_rows import fold_shared_rows
-from ..kernels.sparse_attn.shared_rows import _shared_rows_attention, queries_per_tile
+from ..kernels.sparse_attn.shared_rows import shared_rows_attention_unchecked, queries_per_tile
 from .plan import PrefillPlan
 
 
@@ -99,7 +99,7 @@ def c128_folded_attention(
         )
         prior = (out_shared.reshape(folded, heads, dim), lse_shared.reshape(folded, heads).contiguous())
     rows = plan.compressed[128]
-    return _shared_rows_attention(
+    return shared_rows_attention_unchecked(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, rows.swa_base, plan.window,
         128, rows.base, attn_sink, skip_rows=fold.skip_rows, prior=prior, out=out,
     )[0]

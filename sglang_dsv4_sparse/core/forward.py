@@ -26,12 +26,12 @@ from ..dispatch import (
     SHARED_ROW_MAX_HEADS, KernelChoice, choice_for_call, paged_decode_attention, sparse_prefill_attention,
     sparse_prefill_attention_lse,
 )
-from ..kernels.dequant import _dequantize_k_cache_paged
+from ..kernels.dequant import dequantize_k_cache_paged_unchecked
 from ..kernels.indices import combined_index_width
-from ..kernels.indices.combine import _combine_topk_swa_indices
+from ..kernels.indices.combine import combine_topk_swa_indices_unchecked
 from ..kernels.sparse_attn.configs import MAX_BLOCK_H
-from ..kernels.sparse_attn.decode_paged import _sparse_mla_decode_paged, check_cache_aligned
-from ..kernels.sparse_attn.shared_rows import _shared_rows_attention
+from ..kernels.sparse_attn.decode_paged import sparse_mla_decode_paged_unchecked, check_cache_aligned
+from ..kernels.sparse_attn.shared_rows import shared_rows_attention_unchecked
 from ..kernels.triton_utils import check_launch_device
 from ..validation import INDEX_DTYPES, check_int, check_tensor
 from .fold import build_c128_fold, c128_folded_attention, check_fold
@@ -277,15 +277,15 @@ def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_id
     n = 0 if compressed_ids is None else compressed_ids.shape[0]
     kv = workspace.get(n + plan.total_swa)
     if compressed_ids is not None:
-        _dequantize_k_cache_paged(compressed_cache, compressed_ids, compressed_page_size, kv[:n])
-    _dequantize_k_cache_paged(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:])
+        dequantize_k_cache_paged_unchecked(compressed_cache, compressed_ids, compressed_page_size, kv[:n])
+    dequantize_k_cache_paged_unchecked(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:])
     return kv
 
 
 def _shared_rows(plan, q, kv, swa_base, attn_sink, rows=None, prior=None, out=None):
     """The shared-row kernel over the staged rows: the window, and with ``rows`` the C128 prefix."""
     ratio, base = (128, rows.base) if rows is not None else (0, None)
-    return _shared_rows_attention(
+    return shared_rows_attention_unchecked(
         q, kv, plan.req_of_token, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, swa_base, plan.window,
         ratio, base, attn_sink, prior=prior, out=out,
     )[0]
@@ -305,7 +305,7 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
     # The split route's index rows hold the top-k only; its window goes through the shared-row kernel.
     window = 0 if split else plan.window
-    indices, lens = _combine_topk_swa_indices(
+    indices, lens = combine_topk_swa_indices_unchecked(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
         window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
     )
@@ -319,9 +319,9 @@ def _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indi
     """The "paged" C4 route: each query's top-k from the fp8 cache, then its window, merged by lse."""
     check_cache_aligned("compressed_cache", compressed_cache)  # the paged kernel reads it in 8-byte words
     ids, lens = _c4_cache_ids(plan, rows, topk_indices)
-    part_out, part_lse = _sparse_mla_decode_paged(
-        q[:, None], compressed_cache, rows.page_size, _paged_index_rows(ids), lens, None, None, None, None, None,
-        L.SOFTMAX_SCALE,
+    # No sink here: the window pass that merges this partial result applies it once.
+    part_out, part_lse = sparse_mla_decode_paged_unchecked(
+        q[:, None], compressed_cache, rows.page_size, _paged_index_rows(ids), lens, softmax_scale=L.SOFTMAX_SCALE,
     )
     kv = _stage_rows(plan, workspace, swa_cache)
     # lse comes as [T, h, 1] over contiguous [T, 1, h] storage: its [T, h] view is contiguous.

@@ -135,10 +135,10 @@ def dequantize_k_cache_paged(
         check_tensor("out", out, dtypes=(torch.bfloat16,), shape=(num_tokens, 1, L.HEAD_DIM), device=cache_u8.device)
         if out.stride(2) != 1:
             raise ValueError(f"out must have unit stride in its last dim, got strides {out.stride()}")
-    return _dequantize_k_cache_paged(cache_u8, token_ids, page_size, out)
+    return dequantize_k_cache_paged_unchecked(cache_u8, token_ids, page_size, out)
 
 
-def _dequantize_k_cache_paged(
+def dequantize_k_cache_paged_unchecked(
     cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: torch.Tensor
 ) -> torch.Tensor:
     """:func:`dequantize_k_cache_paged` without its argument checks, for a caller that made them (the core).

@@ -12,7 +12,7 @@ from sglang_dsv4_sparse.core.forward import Workspace, prefill_layer
 from sglang_dsv4_sparse.core.plan import build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
 from testing import shared_prompt_inputs
-from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, layer_q
+from sglang_dsv4_sparse.stack_check import StackConfig, step_inputs, build_stack, layer_q
 
 TOLERANCE = 1e-2  # bf16 output against the fp32 reference over the same fp8 caches
 
@@ -27,7 +27,7 @@ TOLERANCE = 1e-2  # bf16 output against the fp32 reference over the same fp8 cac
 def test_folded_c128_matches_the_reference(device, heads, start, end):
     cfg = StackConfig(ratios=(128,), heads=heads, topk=8, prompt_len=460, decode_steps=0)
     stack = build_stack(cfg, device)
-    inputs = _inputs(stack, start, end)
+    inputs = step_inputs(stack, start, end)
     plan = build_prefill_plan(inputs)
     pos = torch.arange(start, end, device=stack.device)
     q = layer_q(stack, 0, pos)
@@ -41,7 +41,7 @@ def test_folded_c128_matches_the_reference(device, heads, start, end):
 def test_groups_share_what_their_first_query_sees(device):
     cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=300, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 250, 261))
+    plan = build_prefill_plan(step_inputs(stack, 250, 261))
     fold = build_c128_fold(plan, 16)
     assert queries_per_tile(16) == 4 and fold.group_size == 4
     assert fold.folded_tokens == 8  # the last 3 queries form a partial group: no shared pass
@@ -56,7 +56,7 @@ def test_groups_share_what_their_first_query_sees(device):
 def test_nan_in_a_head_stays_in_that_head(device):
     cfg = StackConfig(ratios=(128,), heads=8, topk=8, prompt_len=300, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 200, 216))
+    plan = build_prefill_plan(step_inputs(stack, 200, 216))
     q = layer_q(stack, 0, torch.arange(200, 216, device=stack.device))
     q[3, 2, 7] = float("nan")
     out = prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,
@@ -90,7 +90,7 @@ def test_several_requests_in_one_chunk(device):
 def test_a_fold_of_another_head_count_is_rejected(device):
     cfg = StackConfig(ratios=(128,), heads=16, topk=8, prompt_len=300, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 250, 261))
+    plan = build_prefill_plan(step_inputs(stack, 250, 261))
     q = layer_q(stack, 0, torch.arange(250, 261, device=stack.device))
     with pytest.raises(ValueError, match="fold was built for another step or head count"):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 128, stack.compressed_caches[0], None,

@@ -8,7 +8,7 @@ from sglang_dsv4_sparse.core.forward import PREFILL_ROUTES, Workspace, choose_c4
 from sglang_dsv4_sparse.core.plan import build_prefill_plan
 from sglang_dsv4_sparse.reference import layer_attention_reference
 from testing import shared_prompt_inputs
-from sglang_dsv4_sparse.stack_check import StackConfig, _inputs, build_stack, deterministic_topk, layer_q
+from sglang_dsv4_sparse.stack_check import StackConfig, step_inputs, build_stack, deterministic_topk, layer_q
 
 
 @pytest.mark.parametrize("c4_rows", ["all", "selected"])
@@ -17,7 +17,7 @@ def test_c4_layer_all_and_selected_rows_match_the_reference(device, c4_rows):
     # top-k picks (with -1 holes) into the workspace and remaps the top-k.
     cfg = StackConfig(ratios=(0, 4), heads=4, topk=8, prompt_len=140, decode_steps=0)
     stack = build_stack(cfg, device)
-    inputs = _inputs(stack, 120, 140)
+    inputs = step_inputs(stack, 120, 140)
     plan = build_prefill_plan(inputs)
     pos = torch.arange(120, 140, device=stack.device)
     args = (layer_q(stack, 1, pos), stack.swa_caches[1], 4, stack.compressed_caches[1],
@@ -37,7 +37,7 @@ def test_auto_picks_selected_only_for_huge_sparsely_read_contexts():
 def test_bad_c4_rows_is_rejected_on_any_layer(device):
     cfg = StackConfig(ratios=(0,), heads=4, topk=8, prompt_len=20, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 0, 20))
+    plan = build_prefill_plan(step_inputs(stack, 0, 20))
     q = layer_q(stack, 0, torch.arange(20, device=stack.device))
     with pytest.raises(ValueError, match="c4_rows"):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, c4_rows="some")
@@ -55,7 +55,7 @@ def test_every_route_matches_the_reference(device, ratio, route, heads, start, e
     layer = {0: 0, 4: 1, 128: 2}[ratio]
     cfg = StackConfig(ratios=(0, 4, 128), heads=heads, topk=16, prompt_len=end, decode_steps=0)
     stack = build_stack(cfg, device)
-    inputs = _inputs(stack, start, end)
+    inputs = step_inputs(stack, start, end)
     plan = build_prefill_plan(inputs)
     pos = torch.arange(start, end, device=stack.device)
     topk = deterministic_topk(stack, layer, pos) if ratio == 4 else None
@@ -69,7 +69,7 @@ def test_every_route_matches_the_reference(device, ratio, route, heads, start, e
 def test_bad_route_is_rejected(device):
     cfg = StackConfig(ratios=(0,), heads=65, topk=8, prompt_len=20, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 0, 20))
+    plan = build_prefill_plan(step_inputs(stack, 0, 20))
     q = layer_q(stack, 0, torch.arange(20, device=stack.device))
     with pytest.raises(ValueError, match="route must be one of"):
         prefill_layer(plan, Workspace(stack.device), q, stack.swa_caches[0], 0, route="folded")
@@ -85,7 +85,7 @@ def test_gpu_32k_chunk_every_route(ratio):
     start, end = 300, 300 + 32768
     cfg = StackConfig(ratios=(0, 128), heads=16, topk=16, prompt_len=end, decode_steps=0)
     stack = build_stack(cfg, "cuda")
-    inputs = _inputs(stack, start, end)
+    inputs = step_inputs(stack, start, end)
     plan = build_prefill_plan(inputs)
     pos = torch.arange(start, end, device=stack.device)
     args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer], None,
@@ -105,8 +105,8 @@ def test_an_explicit_kernel_choice_gives_the_same_results(device):
     cfg = StackConfig(ratios=(0, 4, 128), heads=4, topk=8, prompt_len=141, decode_steps=0)
     stack = build_stack(cfg, device)
     choice = KernelChoice.from_env(stack.device)
-    prefill_plan = build_prefill_plan(_inputs(stack, 120, 140))
-    decode_plan = build_paged_plan(_inputs(stack, 140, 141))
+    prefill_plan = build_prefill_plan(step_inputs(stack, 120, 140))
+    decode_plan = build_paged_plan(step_inputs(stack, 140, 141))
     for layer, ratio in enumerate(cfg.ratios):
         pos = torch.arange(120, 140, device=stack.device)
         args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer],
@@ -131,7 +131,7 @@ def test_out_takes_a_slice_of_a_wider_buffer(device, ratio, route):
     layer = {0: 0, 4: 1, 128: 2}[ratio]
     cfg = StackConfig(ratios=(0, 4, 128), heads=8, topk=16, prompt_len=300, decode_steps=0)
     stack = build_stack(cfg, device)
-    plan = build_prefill_plan(_inputs(stack, 280, 300))
+    plan = build_prefill_plan(step_inputs(stack, 280, 300))
     pos = torch.arange(280, 300, device=stack.device)
     args = (layer_q(stack, layer, pos), stack.swa_caches[layer], ratio, stack.compressed_caches[layer],
             deterministic_topk(stack, layer, pos) if ratio == 4 else None, stack.sinks[layer])
@@ -149,7 +149,7 @@ def test_index_rows_left_out_of_the_plan_are_built_on_demand(device):
     # takes the index route anyway gets the same rows, built then.
     cfg = StackConfig(ratios=(0, 128), heads=8, topk=16, prompt_len=300, decode_steps=0)
     stack = build_stack(cfg, device)
-    inputs = _inputs(stack, 250, 300)
+    inputs = step_inputs(stack, 250, 300)
     full, lean = build_prefill_plan(inputs), build_prefill_plan(inputs, index_rows=())
     assert lean.c0_indices is None and lean.c128_indices is None
     pos = torch.arange(250, 300, device=stack.device)

@@ -4,7 +4,7 @@ import torch
 from sglang_dsv4_sparse.core.plan import StepInputs, build_paged_plan, build_prefill_plan, topk_to_token_ids
 
 
-def _inputs(device, positions=None):
+def step_inputs(device, positions=None):
     # r0: prefix 3 + 2 new tokens; r1: 3 new tokens. Window 4, C4 pages of 2.
     req_to_token = torch.tensor([[40, 41, 42, 43, 44, 45], [50, 51, 52, 53, 54, 55], [60, 61, 62, 63, 64, 65]])
     full_to_swa = torch.arange(100) * 3 + 1
@@ -24,7 +24,7 @@ def _inputs(device, positions=None):
 
 
 def test_prefill_plan_by_hand(device):
-    plan = build_prefill_plan(_inputs(device))
+    plan = build_prefill_plan(step_inputs(device))
     assert plan.query_start_loc.tolist() == [0, 2, 5]
     assert plan.query_pos.tolist() == [3, 4, 0, 1, 2]
     # Window unions: r0 positions 0..4 (min(5, 2 + 4 - 1)), r1 positions 0..2.
@@ -39,7 +39,7 @@ def test_prefill_plan_by_hand(device):
 
 
 def test_prefill_plan_c4_layer_indices(device):
-    plan = build_prefill_plan(_inputs(device))
+    plan = build_prefill_plan(step_inputs(device))
     from sglang_dsv4_sparse.kernels.indices import combine_topk_swa_indices
 
     topk = torch.tensor([[0, -1], [0, 0], [0, 0], [0, 0], [0, 0]], dtype=torch.int32, device=device)
@@ -54,7 +54,7 @@ def test_prefill_plan_c4_layer_indices(device):
 
 
 def test_paged_plan_by_hand(device):
-    plan = build_paged_plan(_inputs(device), c128_width=4)
+    plan = build_paged_plan(step_inputs(device), c128_width=4)
     swa = [row[0, :n].tolist() for row, n in zip(plan.swa_indices, plan.swa_lens.tolist())]
     f = lambda *ids: [i * 3 + 1 for i in ids]  # noqa: E731
     assert swa == [f(60, 61, 62, 63), f(61, 62, 63, 64), f(40), f(40, 41), f(40, 41, 42)]
@@ -72,7 +72,7 @@ def test_paged_plan_by_hand(device):
 
 def test_explicit_positions_and_long_c128(device):
     # A decode-like step: one row per request at seq_len - 1, C128 rows present.
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     inputs.seq_lens = torch.tensor([300, 129], device=device)
     inputs.seq_lens_cpu = [300, 129]
     inputs.extend_lens = torch.tensor([1, 1], device=device)
@@ -91,7 +91,7 @@ def test_explicit_positions_and_long_c128(device):
 
 
 def test_c128_query_tiles_match_one_tile(device):
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     inputs.compressed_page_tables = {128: torch.tensor([[9, 3], [4, 0]], device=device)}
     whole = build_prefill_plan(inputs)
     tiled = build_prefill_plan(inputs, index_budget_bytes=2 * 128 * 4)  # 2 queries per tile
@@ -103,22 +103,22 @@ def test_c128_query_tiles_match_one_tile(device):
 
 
 def test_bad_inputs_name_the_field(device):
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     inputs.extend_lens_cpu = [6, 3]
     with pytest.raises(ValueError, match="extend_lens_cpu=6"):
         build_prefill_plan(inputs)
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     inputs.compressed_page_tables = {8: inputs.compressed_page_tables[4]}
     with pytest.raises(ValueError, match="compress ratio"):
         build_prefill_plan(inputs)
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     inputs.compressed_page_tables[128] = torch.tensor([[1]], device=device)
     with pytest.raises(ValueError, match=r"compressed_page_tables\[128\]"):
         build_prefill_plan(inputs)
 
 
 def test_paged_plan_needs_no_host_lengths(device):
-    inputs = _inputs(device)
+    inputs = step_inputs(device)
     with_host = build_paged_plan(inputs, c128_width=4)
     inputs.seq_lens_cpu = None
     without = build_paged_plan(inputs, c128_width=4)

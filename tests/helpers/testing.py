@@ -67,9 +67,9 @@ def shared_prompt_inputs(stack, spans):
     """``(StepInputs, positions)`` of several requests over one stack's cached prompt (one pool row),
     request ``i`` extending positions ``spans[i] = (start, end)``: ragged chunks in one step."""
     from sglang_dsv4_sparse.core.plan import StepInputs
-    from sglang_dsv4_sparse.stack_check import _inputs
+    from sglang_dsv4_sparse.stack_check import step_inputs
 
-    one = _inputs(stack, 0, 1)
+    one = step_inputs(stack, 0, 1)
     dev = stack.device
     positions = torch.cat([torch.arange(s, e, device=dev) for s, e in spans])
     return StepInputs(

@@ -243,14 +243,14 @@ def combine_topk_swa_indices(
         check_tensor("out_indices", out_indices, dtypes=INDEX_DTYPES, shape=(num_tokens, width), device=device, last_dim_contiguous=True)
     if out_lens is not None:
         check_tensor("out_lens", out_lens, dtypes=INDEX_DTYPES, shape=(num_tokens,), device=device, contiguous=True)
-    return _combine_topk_swa_indices(
+    return combine_topk_swa_indices_unchecked(
         topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
         compress_ratio, topk, out_indices, out_lens, swa_indices, swa_lengths,
         compressed_lens=compressed_lens, kv_rows=kv_rows,
     )
 
 
-def _combine_topk_swa_indices(
+def combine_topk_swa_indices_unchecked(
     topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
     compress_ratio, topk, out_indices=None, out_lens=None, swa_indices=None, swa_lengths=None, *,
     compressed_lens=None, kv_rows=None,

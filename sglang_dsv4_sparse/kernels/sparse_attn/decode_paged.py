@@ -540,24 +540,24 @@ def sparse_mla_decode_paged(
         check_int("num_splits", num_splits, minimum=1)
     if block_h is not None:
         check_int("block_h", block_h, allowed=(MIN_BLOCK_H, MAX_BLOCK_H))
-    return _sparse_mla_decode_paged(
+    return sparse_mla_decode_paged_unchecked(
         q, k_u8, page_size, indices, topk_length, attn_sink, x_u8, extra_page_size, extra_indices_in_kvcache,
         extra_topk_length, softmax_scale, num_splits=num_splits, config=config, block_h=block_h,
     )
 
 
-def _sparse_mla_decode_paged(
+def sparse_mla_decode_paged_unchecked(
     q: torch.Tensor,
     k_u8: torch.Tensor,
     page_size: int,
     indices: torch.Tensor,
     topk_length: Optional[torch.Tensor],
-    attn_sink: Optional[torch.Tensor],
-    x_u8: Optional[torch.Tensor],
-    extra_page_size: Optional[int],
-    extra_indices_in_kvcache: Optional[torch.Tensor],
-    extra_topk_length: Optional[torch.Tensor],
-    softmax_scale: float,
+    attn_sink: Optional[torch.Tensor] = None,
+    x_u8: Optional[torch.Tensor] = None,
+    extra_page_size: Optional[int] = None,
+    extra_indices_in_kvcache: Optional[torch.Tensor] = None,
+    extra_topk_length: Optional[torch.Tensor] = None,
+    softmax_scale: float = L.SOFTMAX_SCALE,
     *,
     num_splits: Optional[int] = None,
     config: Optional[KernelConfig] = None,

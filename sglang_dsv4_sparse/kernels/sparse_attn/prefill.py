@@ -213,10 +213,10 @@ def sparse_mla_fwd(
 
     if kv.shape[0] >= 2**31:
         raise ValueError(f"kv has {kv.shape[0]} rows; indices address at most 2**31 - 1")
-    return _sparse_mla_fwd(q, kv, indices, sm_scale, attn_sink, topk_length, config=config)
+    return sparse_mla_fwd_unchecked(q, kv, indices, sm_scale, attn_sink, topk_length, config=config)
 
 
-def _sparse_mla_fwd(
+def sparse_mla_fwd_unchecked(
     q: torch.Tensor,
     kv: torch.Tensor,
     indices: torch.Tensor,

@@ -257,11 +257,11 @@ def shared_rows_attention(
         raise TypeError(f"sm_scale must be a finite float, got {sm_scale!r}")
     if kv.shape[0] >= 2**31:
         raise ValueError(f"kv has {kv.shape[0]} rows; workspace rows are addressed with int32 bases")
-    return _shared_rows_attention(q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window,
+    return shared_rows_attention_unchecked(q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window,
                                   compress_ratio, compressed_base, attn_sink, skip_rows, prior, sm_scale, config=config)
 
 
-def _shared_rows_attention(q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window, compress_ratio=0,
+def shared_rows_attention_unchecked(q, kv, req_of_token, query_pos, seq_lens, gather_lens, swa_base, window, compress_ratio=0,
                            compressed_base=None, attn_sink=None, skip_rows=None, prior=None,
                            sm_scale: float = L.SOFTMAX_SCALE, *, config: Optional[KernelConfig] = None, out=None):
     """:func:`shared_rows_attention` without its argument checks, for a caller that made them (the core).

@@ -19,7 +19,7 @@ ON_GPU = torch.cuda.is_available()
 SCALE = L.SOFTMAX_SCALE
 
 
-def _inputs(gen, s_q, h, s_kv, topk, *, holes=0.15, past_end=0.05):
+def step_inputs(gen, s_q, h, s_kv, topk, *, holes=0.15, past_end=0.05):
     """Random q/kv (never zeros) and index rows with -1 holes and ids >= s_kv."""
     q = torch.randn(s_q, h, L.HEAD_DIM, generator=gen).to(torch.bfloat16)
     kv = torch.randn(s_kv, 1, L.HEAD_DIM, generator=gen).to(torch.bfloat16)
@@ -56,7 +56,7 @@ def _ref(q, kv, idx, **kw):
 )
 def test_matches_reference_with_sink_lengths_and_holes(gen, device, h, s_q, topk):
     s_kv = 300
-    q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
+    q, kv, idx = step_inputs(gen, s_q, h, s_kv, topk)
     sink = torch.randn(h, generator=gen) * 2
     lengths = torch.randint(0, topk + 10, (s_q,), generator=gen).to(torch.int32)
     lengths[0] = topk - 3  # shorter than the row, not at a block edge
@@ -70,7 +70,7 @@ def test_matches_reference_with_sink_lengths_and_holes(gen, device, h, s_q, topk
 
 def test_plain_call_strided_q_and_int64_indices(gen, device):
     s_q, h, topk = 4, 16, 64
-    q_full, kv, idx = _inputs(gen, s_q, 2 * h, 200, topk)
+    q_full, kv, idx = step_inputs(gen, s_q, 2 * h, 200, topk)
     q = q_full[:, ::2]  # head stride 1024, not contiguous
     got = sparse_mla_fwd(q.to(device), kv.to(device), idx.long().to(device), SCALE)
     _check(got, _ref(q, kv, idx))
@@ -80,7 +80,7 @@ def test_plain_call_strided_q_and_int64_indices(gen, device):
 def test_rows_without_valid_keys(gen, device, h):
     # FlashMLA's convention: out = 0, max_logits = -inf, lse = +inf.
     s_q, topk, s_kv = 4, 48, 100
-    q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
+    q, kv, idx = step_inputs(gen, s_q, h, s_kv, topk)
     idx[0] = -1  # all holes
     idx[1] = s_kv  # all past the end
     lengths = torch.tensor([topk, topk, 0, topk], dtype=torch.int32)  # row 2: zero length
@@ -99,7 +99,7 @@ def test_rows_without_valid_keys(gen, device, h):
 def test_infinite_sinks(gen, device):
     # +inf silences a head; -inf is no sink at all.
     s_q, h, topk = 3, 16, 40
-    q, kv, idx = _inputs(gen, s_q, h, 120, topk, holes=0.0, past_end=0.0)
+    q, kv, idx = step_inputs(gen, s_q, h, 120, topk, holes=0.0, past_end=0.0)
     sink = torch.zeros(h)
     sink[::2] = float("inf")
     sink[1::2] = float("-inf")
@@ -143,7 +143,7 @@ def test_every_builtin_config_agrees(gen, device, h):
     # Every built-in config (block sizes, hand-pipelined or not) gives the
     # reference result, tails and length cut-offs included.
     s_q, topk = 2, 90
-    q, kv, idx = _inputs(gen, s_q, h, 150, topk)
+    q, kv, idx = step_inputs(gen, s_q, h, 150, topk)
     lengths = torch.tensor([topk, 37], dtype=torch.int32)
     ref = _ref(q, kv, idx, topk_length=lengths)
     configs = PREFILL_CONFIGS_WIDE if h > 32 else PREFILL_CONFIGS_H16 + PREFILL_CONFIGS_NARROW
@@ -214,7 +214,7 @@ def test_bad_arguments_name_the_argument(device):
 @pytest.mark.parametrize("h", [16, 24, 64, 128])
 def test_gpu_large_shapes_match_reference(gen, h):
     s_q, s_kv, topk = 192, 6000, 640
-    q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
+    q, kv, idx = step_inputs(gen, s_q, h, s_kv, topk)
     sink = torch.randn(h, generator=gen)
     lengths = torch.randint(topk // 2, topk + 1, (s_q,), generator=gen).to(torch.int32)
     got = sparse_mla_fwd(q.cuda(), kv.cuda(), idx.cuda(), SCALE, attn_sink=sink.cuda(), topk_length=lengths.cuda())
@@ -230,7 +230,7 @@ def test_gpu_large_shapes_match_reference(gen, h):
 def test_gpu_matches_flashmla(gen, h, features):
     flash_mla, major = flashmla_or_skip()
     s_q, s_kv, topk = 256, 4096, 640  # topk % 128 == 0 for SM90's kernel
-    q, kv, idx = _inputs(gen, s_q, h, s_kv, topk)
+    q, kv, idx = step_inputs(gen, s_q, h, s_kv, topk)
     q, kv, idx = q.cuda(), kv.cuda(), idx.cuda()
     kw = {}
     if features == "sink_len":
@@ -253,7 +253,7 @@ def test_nan_and_inf_in_q_give_nan(gen, device, h):
     # exp(x - max) is NaN): its out, max_logits and lse are NaN, never the
     # empty-row markers; every other head is untouched.
     s_q, topk = 3, 40
-    q, kv, idx = _inputs(gen, s_q, h, 200, topk, past_end=0.0)
+    q, kv, idx = step_inputs(gen, s_q, h, 200, topk, past_end=0.0)
     q[0, 1, 7] = float("nan")
     q[1, 2, 300] = float("inf")
     q[2, 3, 0] = float("-inf")
