@@ -269,7 +269,7 @@ def sparse_prefill_attention_lse(
     out: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_prefill_attention` and each head's natural-log lse (``+inf`` for a row with no key)."""
-    choice = choice if choice is not None else default_choice(q.device)
+    choice = choice if choice is not None else choice_for_call(q.device)
     if choice.use_flashmla(q.shape[1]):
         from flash_mla import flash_mla_sparse_fwd
 
@@ -278,7 +278,8 @@ def sparse_prefill_attention_lse(
             q_run, kv, indices, sm_scale, L.HEAD_DIM, sink_run, topk_length, use_legacy=choice.flashmla_legacy
         )
         return out[:, : q.shape[1]], lse[:, : q.shape[1]]
-    out, _, lse = sparse_mla_fwd_unchecked(q, kv, indices, sm_scale, attn_sink, topk_length, out=out)
+    out, _, lse = sparse_mla_fwd_unchecked(q, kv, indices, sm_scale, attn_sink, topk_length, out=out,
+                                           check_bounds=choice.check_bounds)
     return out, lse
 
 
@@ -308,7 +309,7 @@ def paged_decode_attention(
     compress ratio per step). ``choice``: None is :func:`default_choice` of
     ``q``'s device.
     """
-    choice = choice if choice is not None else default_choice(q.device)
+    choice = choice if choice is not None else choice_for_call(q.device)
     if choice.use_flashmla(q.shape[2]):
         from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 
@@ -327,7 +328,7 @@ def paged_decode_attention(
         return out[:, :, : q.shape[2]]
     out, _ = sparse_mla_decode_paged_unchecked(
         q, k_cache, page_size, indices, topk_length, attn_sink,
-        extra_k_cache, extra_page_size, extra_indices, extra_topk_length, sm_scale,
+        extra_k_cache, extra_page_size, extra_indices, extra_topk_length, sm_scale, check_bounds=choice.check_bounds,
     )
     return out
 

@@ -237,7 +237,7 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
     if route == "native":
         route, choice = "index", choice.triton_only
     if compress_ratio == 0:
-        kv = _stage_rows(plan, workspace, swa_cache)
+        kv = _stage_rows(plan, workspace, swa_cache, check_bounds=choice.check_bounds)
         if route == "shared":
             return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, out=out)
         indices, lens = plan.c0_index_rows()
@@ -247,11 +247,12 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
     if compress_ratio == 4:
         if route == "paged":
             return _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows,
-                                     out)
+                                     choice.check_bounds, out)
         return _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, c4_rows,
                            choice, split=route == "split", out=out)
 
-    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size)
+    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, rows.token_ids, rows.page_size,
+                     check_bounds=choice.check_bounds)
     if route == "shared":
         return _shared_rows(plan, q, kv, rows.swa_base, attn_sink, rows, out=out)
     if route == "folded":
@@ -269,7 +270,8 @@ def _prefill(plan, workspace, q, swa_cache, compress_ratio, compressed_cache, to
     return out
 
 
-def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_ids=None, compressed_page_size=None):
+def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_ids=None, compressed_page_size=None, *,
+                check_bounds=False):
     """The rows a layer's index rows point at, dequantized into the workspace: [compressed | SWA window].
 
     The caches are the byte views the layer's checks returned.
@@ -277,8 +279,10 @@ def _stage_rows(plan, workspace, swa_cache, compressed_cache=None, compressed_id
     n = 0 if compressed_ids is None else compressed_ids.shape[0]
     kv = workspace.get(n + plan.total_swa)
     if compressed_ids is not None:
-        dequantize_k_cache_paged_unchecked(compressed_cache, compressed_ids, compressed_page_size, kv[:n])
-    dequantize_k_cache_paged_unchecked(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:])
+        dequantize_k_cache_paged_unchecked(compressed_cache, compressed_ids, compressed_page_size, kv[:n],
+                                           check_bounds=check_bounds)
+    dequantize_k_cache_paged_unchecked(swa_cache, plan.swa_token_ids, plan.swa_page_size, kv[n:],
+                                       check_bounds=check_bounds)
     return kv
 
 
@@ -302,12 +306,13 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     else:
         compressed_ids, topk, base, swa_base = _select_rows(plan, rows, topk_indices)
         compressed_lens = None  # remapped picks are -1 or slots of the compacted rows
-    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size)
+    kv = _stage_rows(plan, workspace, swa_cache, compressed_cache, compressed_ids, rows.page_size,
+                     check_bounds=choice.check_bounds)
     # The split route's index rows hold the top-k only; its window goes through the shared-row kernel.
     window = 0 if split else plan.window
     indices, lens = combine_topk_swa_indices_unchecked(
         topk, plan.query_start_loc, plan.query_pos, plan.seq_lens, plan.swa_gather_lens, base, swa_base,
-        window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0],
+        window, 4, k, compressed_lens=compressed_lens, kv_rows=kv.shape[0], check_bounds=choice.check_bounds,
     )
     if not split:
         return sparse_prefill_attention(q, kv, indices[:, None, :], lens, attn_sink, choice=choice, out=out)
@@ -315,15 +320,17 @@ def _prefill_c4(plan, workspace, q, swa_cache, compressed_cache, topk_indices, a
     return _shared_rows(plan, q, kv, swa_base, attn_sink, prior=(out_topk, lse_topk.contiguous()), out=out)
 
 
-def _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, out):
+def _prefill_c4_paged(plan, workspace, q, swa_cache, compressed_cache, topk_indices, attn_sink, rows, check_bounds,
+                      out):
     """The "paged" C4 route: each query's top-k from the fp8 cache, then its window, merged by lse."""
     check_cache_aligned("compressed_cache", compressed_cache)  # the paged kernel reads it in 8-byte words
     ids, lens = _c4_cache_ids(plan, rows, topk_indices)
     # No sink here: the window pass that merges this partial result applies it once.
     part_out, part_lse = sparse_mla_decode_paged_unchecked(
         q[:, None], compressed_cache, rows.page_size, _paged_index_rows(ids), lens, softmax_scale=L.SOFTMAX_SCALE,
+        check_bounds=check_bounds,
     )
-    kv = _stage_rows(plan, workspace, swa_cache)
+    kv = _stage_rows(plan, workspace, swa_cache, check_bounds=check_bounds)
     # lse comes as [T, h, 1] over contiguous [T, 1, h] storage: its [T, h] view is contiguous.
     return _shared_rows(plan, q, kv, plan.swa_offsets[:-1], attn_sink, prior=(part_out[:, 0], part_lse[:, :, 0]),
                         out=out)

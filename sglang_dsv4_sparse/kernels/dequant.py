@@ -139,16 +139,18 @@ def dequantize_k_cache_paged(
 
 
 def dequantize_k_cache_paged_unchecked(
-    cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: torch.Tensor
+    cache_u8: torch.Tensor, token_ids: torch.Tensor, page_size: int, out: torch.Tensor, *,
+    check_bounds: Optional[bool] = None,
 ) -> torch.Tensor:
     """:func:`dequantize_k_cache_paged` without its argument checks, for a caller that made them (the core).
 
     ``cache_u8`` is the ``(num_pages, page_bytes)`` uint8 view ``layout.as_byte_cache``
-    returns. Ids are still range-checked under ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS=1``.
+    returns. Ids are still range-checked with ``check_bounds`` (None: ``SGLANG_DSV4_SPARSE_CHECK_BOUNDS``
+    as the environment has it now; the core passes the value its kernel choice read once).
     """
     num_tokens = token_ids.shape[0]
     capacity = cache_u8.shape[0] * page_size
-    if bounds_check_enabled():
+    if bounds_check_enabled() if check_bounds is None else check_bounds:
         check_ids_in_range("token_ids", token_ids, capacity, allow_negative=True)
     if num_tokens == 0:
         return out

@@ -253,7 +253,7 @@ def combine_topk_swa_indices(
 def combine_topk_swa_indices_unchecked(
     topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
     compress_ratio, topk, out_indices=None, out_lens=None, swa_indices=None, swa_lengths=None, *,
-    compressed_lens=None, kv_rows=None,
+    compressed_lens=None, kv_rows=None, check_bounds=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`combine_topk_swa_indices` (same arguments) without its argument checks, for a caller that made them.
 
@@ -267,7 +267,7 @@ def combine_topk_swa_indices_unchecked(
         out_indices = torch.empty((num_tokens, width), dtype=torch.int32, device=device)
     if out_lens is None:
         out_lens = torch.empty(num_tokens, dtype=torch.int32, device=device)
-    if bounds_check_enabled():
+    if bounds_check_enabled() if check_bounds is None else check_bounds:
         check_combine_bounds(
             topk_indices, query_start_loc, query_pos, seq_lens, gather_lens, compressed_base, swa_base, window_size,
             compress_ratio, topk, out_indices, swa_indices, swa_lengths, compressed_lens, kv_rows,

@@ -562,6 +562,7 @@ def sparse_mla_decode_paged_unchecked(
     num_splits: Optional[int] = None,
     config: Optional[KernelConfig] = None,
     block_h: Optional[int] = None,
+    check_bounds: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`sparse_mla_decode_paged` without its argument checks, for a caller that made them (the core, once a layer).
 
@@ -577,7 +578,7 @@ def sparse_mla_decode_paged_unchecked(
         x_u8, extra_page_size = k_u8, page_size
     k_capacity = k_u8.shape[0] * page_size
     x_capacity = x_u8.shape[0] * extra_page_size
-    if bounds_check_enabled():
+    if bounds_check_enabled() if check_bounds is None else check_bounds:
         check_ids_in_range("indices", counted_ids(indices, topk_length), k_capacity, allow_negative=True)
         if has_extra:
             check_ids_in_range(

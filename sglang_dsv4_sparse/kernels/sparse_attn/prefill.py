@@ -226,6 +226,7 @@ def sparse_mla_fwd_unchecked(
     *,
     config: Optional[KernelConfig] = None,
     out: Optional[torch.Tensor] = None,
+    check_bounds: Optional[bool] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`sparse_mla_fwd` without its argument checks, for a caller that made them (the core, once a layer).
 
@@ -235,7 +236,7 @@ def sparse_mla_fwd_unchecked(
     s_q, h_q, _ = q.shape
     topk = indices.shape[2]
     s_kv = kv.shape[0]
-    if bounds_check_enabled():
+    if bounds_check_enabled() if check_bounds is None else check_bounds:
         check_ids_in_range("indices", counted_ids(indices, topk_length), s_kv, allow_negative=True)
     out = torch.empty((s_q, h_q, L.HEAD_DIM), dtype=torch.bfloat16, device=q.device) if out is None else out
     max_logits = torch.empty((s_q, h_q), dtype=torch.float32, device=q.device)
