@@ -147,3 +147,22 @@ def test_factory_builds_our_backend_and_falls_back(dsv4_env, registry, monkeypat
     monkeypatch.delenv("SGLANG_DSV4_SPARSE")
     monkeypatch.setattr(runner, "is_draft_worker", True)
     assert type(factory(runner)) is DeepseekV4AttnBackend
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SGLANG_DSV4_SPARSE", "maybe"), ("SGLANG_DSV4_SPARSE_KERNELS", "bogus"),
+    ("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", "fastest"), ("SGLANG_DSV4_SPARSE_CHECK_BOUNDS", "2"),
+])
+def test_a_bad_flag_value_is_one_line_and_sglang_stays(registry, monkeypatch, caplog, name, value):
+    from sglang_dsv4_sparse import sglang_gating
+
+    monkeypatch.setattr(sglang_gating, "_logged", set())
+    monkeypatch.setenv(name, value)
+    sglang_factory = registry.ATTENTION_BACKENDS["dsv4"]
+    with caplog.at_level(logging.INFO):
+        assert plugin.install() is False
+        assert plugin.install() is False
+    assert registry.ATTENTION_BACKENDS["dsv4"] is sglang_factory
+    lines = [r.getMessage() for r in caplog.records if "sglang-dsv4-sparse" in r.getMessage()]
+    assert len(lines) == 1 and name in lines[0] and "use one of" in lines[0], lines
+    assert sglang_gating.backend_fallback_reason(types.SimpleNamespace()).startswith(name)
