@@ -520,6 +520,8 @@ def _default_out_dir() -> str:
 
 # Rows the breakdown profiles at each head count: (chunk, prefix, requests).
 BREAKDOWN_ROWS = ((8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1))
+# The one BENCHMARKS.md shows (the JSON keeps them all): (chunk, prefix).
+MARKDOWN_BREAKDOWN_ROW = (8192, 120_000)
 
 
 def main() -> int:
@@ -649,6 +651,8 @@ def print_breakdown(rows, markdown=False):
     table = [["heads", "chunk", "prefix", "part", "host", "gpu", "gpu dequant", "gpu index", "gpu attention",
               "gpu other"]]
     for r in rows:
+        if markdown and (r.get("chunk"), r.get("prefix")) != MARKDOWN_BREAKDOWN_ROW:
+            continue
         for part in parts:
             sides = [r.get("breakdown", {}).get(n, {}).get(part) for n in ("sglang", "ours")]
             if not any(sides):
@@ -706,26 +710,45 @@ def _tables(rows, skip_failed=False):
     return extend, decode
 
 
+def _compact(rows):
+    """BENCHMARKS.md's extend table: one line per (heads, chunk, requests), one cell per prefix:
+    ``ours / SGLang`` step ratio, SGLang's step in ms and ours' routes (``S`` = SGLang's attention)."""
+    prefixes = sorted({r["prefix"] for r in rows if r["kind"] == "extend"})
+    table = [["heads", "chunk", "reqs"] + [f"prefix {p}" for p in prefixes]]
+    keys = []
+    for r in rows:
+        key = (r["heads"], r.get("chunk"), r.get("reqs"))
+        if r["kind"] == "extend" and key not in keys:
+            keys.append(key)
+    for heads, chunk, reqs in keys:
+        cells = [heads, chunk, reqs]
+        for p in prefixes:
+            r = next((x for x in rows if x["kind"] == "extend" and (x["heads"], x["chunk"], x["reqs"], x["prefix"])
+                      == (heads, chunk, reqs, p)), None)
+            if r is None:
+                cells.append("")
+            elif _failed_both(r):
+                cells.append("both fail")
+            else:
+                theirs = r.get("sglang", {}).get("step")
+                cells.append(f"{_ratio(r, 'step')} ({theirs:.2f} ms; {_routes(r)})" if theirs else _ratio(r, "step"))
+        table.append(cells)
+    return table
+
+
 def print_tables(meta, rows, markdown=False):
-    # Markdown (BENCHMARKS.md): extend rows that failed for both backends become one sentence.
-    extend, decode = _tables(rows, skip_failed=markdown)
     if markdown:
         from sglang_dsv4_sparse.benchmarking import header_line
 
-        failed = [r for r in rows if r["kind"] == "extend" and _failed_both(r)]
-        lines = [header_line(meta), "", "Extend, one chunk (ms, SGLang / ours):", ""] + _render(extend, True)
-        if failed:
-            shapes = sorted({(r["chunk"], r["reqs"]) for r in failed})
-            error = failed[0]["sglang"]["error"].split(" in ")[0]
-            prefixes = "/".join(str(p) for p in sorted({r["prefix"] for r in failed}))
-            heads = "/".join(str(h) for h in sorted({r["heads"] for r in failed}))
-            lines += ["", f"{len(failed)} extend rows failed for both backends (" +
-                      ", ".join(f"{reqs} requests of {chunk} tokens" for chunk, reqs in shapes) +
-                      f"; prefixes {prefixes}; heads {heads}), SGLang's metadata raising `{error}`."]
-        lines += ["", "CUDA-graph decode, one SWA, C4 and C128 layer a replay (ms, SGLang / ours):", ""]
-        lines += _render(decode, True) + [""] + _findings(rows)
-        print("\n".join(lines))
+        decode = _tables(rows)[1]
+        lines = [header_line(meta), "", "Extend step, ours / SGLang (SGLang's step; ours' routes C0/C4/C128):", ""]
+        lines += _render(_compact(rows), True)
+        if len(decode) > 1:
+            lines += ["", "CUDA-graph decode, one SWA, C4 and C128 layer a replay (ms, SGLang / ours):", ""]
+            lines += _render(decode, True)
+        print("\n".join(lines + [""] + _findings(rows)))
         return
+    extend, decode = _tables(rows)
     header = f"{meta['gpu']}, {meta['date']}, torch {meta['torch']}, Triton {meta['triton']}, SGLang {meta['sglang']}, commit {meta['commit']}"
     lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
              " routes: ours per layer kind (S = SGLang's); static = ours with our routes on every layer"]
