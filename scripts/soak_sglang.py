@@ -773,7 +773,7 @@ def main(argv=None) -> int:
         return EXIT_NO_GPU
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the package's kernels are defined
-    import bench_sglang_ab  # noqa: F401  (sets SGLang's CPU-friendly indexer settings, imports the stand-ins)
+    import bench_sglang_ab  # sets the indexer settings SGLang needs without DeepGEMM (as its own run does)
     import stand_ins
 
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
