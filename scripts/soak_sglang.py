@@ -49,9 +49,10 @@ what they cover (no backend runs, no GPU needed).
 Writes a JSON report to ``--json`` (default ``$OUT/soak_sglang.json``,
 ``./gpu_check_out/`` when ``OUT`` is unset) and prints a summary block
 starting ``== soak_sglang``. Exit status: 0 ok; 1 a mismatch, a non-finite
-output, memory drift over ``--max-drift-mb`` or a step that raised; 2 no
-CUDA GPU without ``--tiny`` / ``--dry-run`` (as ``bench_sglang_ab.py``), or
-bad usage.
+output, memory drift over ``--max-drift-mb`` or a step that raised; 2 bad
+usage; without a CUDA GPU (and without ``--tiny`` / ``--dry-run``) the
+scripts' no-GPU status: ``benchmarking.EXIT_NO_GPU`` where the package
+declares one, else 2 (what ``bench_sglang_ab.py`` returns).
 """
 
 from __future__ import annotations
@@ -72,7 +73,15 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXIT_FAILED = 1
-EXIT_NO_GPU = 2  # what scripts/bench_sglang_ab.py returns without a GPU
+EXIT_USAGE = 2  # argparse's
+
+
+def no_gpu_status() -> int:
+    """The scripts' one 'no GPU' exit status where the package declares it (``benchmarking.EXIT_NO_GPU``),
+    else 2, what ``bench_sglang_ab.py`` returns without a GPU on this branch's base."""
+    from sglang_dsv4_sparse import benchmarking
+
+    return getattr(benchmarking, "EXIT_NO_GPU", 2)
 PAGE = 256  # SGLang's full-cache page (bench_sglang_ab.PAGE; repeated so --dry-run imports no SGLang)
 KEEP_EXAMPLES = 5  # mismatches, non-finite outputs and errors kept with their step
 MAX_ERRORS = 20  # steps that raised before the soak stops
@@ -146,7 +155,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 ok; 1 mismatch, non-finite output, memory drift or a step error; "
-               f"{EXIT_NO_GPU} no CUDA GPU (without --tiny / --dry-run) or bad usage.",
+               f"{EXIT_USAGE} bad usage; without a CUDA GPU (and without --tiny / --dry-run) the scripts' no-GPU "
+               "status (benchmarking.EXIT_NO_GPU where the package has it, else 2, as bench_sglang_ab.py).",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="short GPU run: 300 steps, prompts up to 32k")
@@ -678,11 +688,19 @@ class Soak:
         return worst, max_abs, math.sqrt(diff2 / max(ref2, 1e-30))
 
     def _count_layer_routes(self, plan) -> None:
-        routes = getattr(plan, "routes", None)  # per-layer routes, where the plan keeps them
+        """Per-layer routes where the step keeps them (a route may hand a layer kind to SGLang on purpose):
+        ``routes_by_heads`` ({(heads, query width): {ratio: route}}) or ``routes``; neither is required."""
+        by_heads = getattr(plan, "routes_by_heads", None)
+        if isinstance(by_heads, dict):
+            for routes in by_heads.values():
+                if isinstance(routes, dict):
+                    self.layer_routes.update(f"c{ratio} {route}" for ratio, route in routes.items())
+            return
+        routes = getattr(plan, "routes", None)
         if isinstance(routes, dict):
-            self.layer_routes.update(str(v) for v in routes.values())
+            self.layer_routes.update(f"c{ratio} {route}" for ratio, route in routes.items())
         elif isinstance(routes, (list, tuple)):
-            self.layer_routes.update(str(v) for v in routes)
+            self.layer_routes.update(str(route) for route in routes)
 
     def _reference(self, inputs, q, layer_id: int, ratio: int, raw, sink):
         from sglang_dsv4_sparse.reference import layer_attention_reference
@@ -764,13 +782,14 @@ def main(argv=None) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
-        print("soak_sglang.py: needs a CUDA GPU (or --tiny for a CPU plumbing check, --dry-run for the schedule)",
-              file=sys.stderr)
-        return EXIT_NO_GPU
+        print("soak_sglang.py: error: no GPU visible: needs a CUDA GPU (or --tiny for a CPU plumbing check,"
+              " --dry-run for the schedule)", file=sys.stderr)
+        return no_gpu_status()
     oracle = args.oracle or ("sglang" if device == "cuda" else "reference")
     if oracle == "sglang" and device != "cuda":
-        print("soak_sglang.py: --oracle sglang needs a CUDA GPU (SGLang's backend runs FlashMLA)", file=sys.stderr)
-        return EXIT_NO_GPU
+        print("soak_sglang.py: error: no GPU visible: --oracle sglang needs a CUDA GPU (SGLang's backend runs"
+              " FlashMLA)", file=sys.stderr)
+        return no_gpu_status()
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the package's kernels are defined
     import bench_sglang_ab  # sets the indexer settings SGLang needs without DeepGEMM (as its own run does)

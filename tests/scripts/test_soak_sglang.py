@@ -77,3 +77,16 @@ def test_tiny_soak_reports(tmp_path):
         assert report["config"]["oracle"] == "sglang" and report["warmup_steps"] > 0
         assert memory["drift_mb"] <= report["config"]["max_drift_mb"]
     assert report["elapsed_s"] > 0 and report["header"]["sglang"] == "0.5.23"
+
+
+def test_without_a_gpu_it_stops_with_the_no_gpu_status(tmp_path):
+    from sglang_dsv4_sparse import benchmarking
+
+    env_out = tmp_path / "out"
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OUT=str(env_out),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    done = subprocess.run([sys.executable, SCRIPT, "--steps", "3"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == getattr(benchmarking, "EXIT_NO_GPU", 2), done.stdout + done.stderr
+    assert "no GPU visible: needs a CUDA GPU (or --tiny" in done.stderr
+    assert not env_out.exists()  # nothing written
