@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on a GPU machine: SGLang 0.5.23 itself as the yardstick.
 #
-#   bash scripts/gpu_sglang_check.sh [--skip-tests] [--skip-kit] [--skip-ab] [--quick]
+#   bash scripts/gpu_sglang_check.sh [--skip-tests] [--skip-kit] [--skip-ab] [--skip-soak] [--quick]
 #
 # Installs the wheels carried in .whl/ (fetch them first, where PyPI is
 # reachable: bash scripts/fetch_gpu_wheels.sh), then runs
@@ -10,19 +10,22 @@
 #       8/16/64/128 heads, and (c) the kit's CUDA-graph decode runner
 #       (scripts/sglang_kit_matrix.py);
 #   (d) the per-layer and per-step A/B against SGLang's backend
-#       (scripts/bench_sglang_ab.py; --quick trims it).
+#       (scripts/bench_sglang_ab.py; --quick trims it);
+#   (e) the short churn soak of both backends on one pool
+#       (scripts/soak_sglang.py --quick: 300 random steps, compared every 20th).
 # Logs and JSON go to $OUT (or ./gpu_check_out); a summary table comes last.
 # Exit status: 2 bad usage, 3 no SGLang wheel in .whl/, 4 no GPU visible.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-SKIP_TESTS=0; SKIP_KIT=0; SKIP_AB=0; QUICK=""
+SKIP_TESTS=0; SKIP_KIT=0; SKIP_AB=0; SKIP_SOAK=0; QUICK=""
 for a in "$@"; do
   case "$a" in
     --skip-tests) SKIP_TESTS=1 ;;
     --skip-kit) SKIP_KIT=1 ;;
     --skip-ab) SKIP_AB=1 ;;
+    --skip-soak) SKIP_SOAK=1 ;;
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n 2,15p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n 2,17p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
@@ -47,9 +50,12 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-420}"
 [ "$SKIP_TESTS" = 1 ] || run_step sglang_tests python3 -m pytest tests/sglang -q -p no:cacheprovider
 [ "$SKIP_KIT" = 1 ] || run_step kit_matrix python3 scripts/sglang_kit_matrix.py
 [ "$SKIP_AB" = 1 ] || [ ! -f scripts/bench_sglang_ab.py ] || run_step sglang_ab python3 scripts/bench_sglang_ab.py $QUICK
+# The soak stops itself a minute before the step's timeout, so its report is written either way.
+[ "$SKIP_SOAK" = 1 ] || run_step soak python3 scripts/soak_sglang.py --quick --max-seconds $((STEP_TIMEOUT - 60))
 
 [ -f "$OUT/kit_matrix.log" ] && awk '/^== SGLang DSv4/{p=1} p' "$OUT/kit_matrix.log" | tail -45
 [ -f "$OUT/sglang_ab.log" ] && awk '/^== /{p=1} p' "$OUT/sglang_ab.log" | tail -60
+[ -f "$OUT/soak.log" ] && awk '/^== soak_sglang/{p=1} p' "$OUT/soak.log" | tail -30
 # The status lines come last, so the end of the output (all a remote runner may return) holds them.
 echo; echo "===== gpu_sglang_check summary ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
 for s in "${status[@]}"; do echo "$s"; done
