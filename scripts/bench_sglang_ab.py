@@ -710,9 +710,9 @@ def _tables(rows, skip_failed=False):
     return extend, decode
 
 
-def _compact(rows):
+def _compact(rows, name="ours"):
     """BENCHMARKS.md's extend table: one line per (heads, chunk, requests), one cell per prefix:
-    ``ours / SGLang`` step ratio, SGLang's step in ms and ours' routes (``S`` = SGLang's attention)."""
+    ``name / SGLang`` step ratio, SGLang's step in ms and, for ours, its routes (``S`` = SGLang's attention)."""
     prefixes = sorted({r["prefix"] for r in rows if r["kind"] == "extend"})
     table = [["heads", "chunk", "reqs"] + [f"prefix {p}" for p in prefixes]]
     keys = []
@@ -731,7 +731,8 @@ def _compact(rows):
                 cells.append("both fail")
             else:
                 theirs = r.get("sglang", {}).get("step")
-                cells.append(f"{_ratio(r, 'step')} ({theirs:.2f} ms; {_routes(r)})" if theirs else _ratio(r, "step"))
+                note = f"; {_routes(r)}" if name == "ours" else ""
+                cells.append(f"{_ratio(r, 'step', name)} ({theirs:.2f} ms{note})" if theirs else _ratio(r, "step", name))
         table.append(cells)
     return table
 
@@ -743,6 +744,9 @@ def print_tables(meta, rows, markdown=False):
         decode = _tables(rows)[1]
         lines = [header_line(meta), "", "Extend step, ours / SGLang (SGLang's step; ours' routes C0/C4/C128):", ""]
         lines += _render(_compact(rows), True)
+        if any("step" in r.get("ours_static", {}) for r in rows):
+            lines += ["", "The same rows with our routes on every layer (`static`), ours / SGLang (SGLang's step):", ""]
+            lines += _render(_compact(rows, "ours_static"), True)
         if len(decode) > 1:
             lines += ["", "CUDA-graph decode, one SWA, C4 and C128 layer a replay (ms, SGLang / ours):", ""]
             lines += _render(decode, True)

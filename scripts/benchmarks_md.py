@@ -91,6 +91,16 @@ each part (PyTorch profiler): host time to issue it, GPU kernel time by kind.
 """,
     ("bench_sglang_ab.py", "bench_sglang_ab.json"),
     """
+This run measured commit 64b9511 at a rank's 8 and 16 heads, extends only. `ours` had no route table yet, so
+every layer took SGLang's route (`S/S/S`): its ratios are what handing the layers to SGLang costs (within
+the host-time noise of these steps, see the breakdown). `static` ran our routes on every layer, with the
+plan as sixty torch ops then (1.3-2.9 ms a step); the route table shipped as
+`sglang_dsv4_sparse/route_tables/sm90.json` was generated from this run (`--route-table`). The routes it
+picks (C128 folded, and at 8 heads C0 shared, on 1M prefixes, on 120k with four requests and on 32k chunks
+from 120k) and the plan's one-launch tables have not yet run inside the step: the next GPU call's A/B
+(`bash scripts/gpu_sglang_check.sh`) measures them, at 64/128 heads and on decode too.
+""",
+    """
 ## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
 
 One layer's `prefill_layer` (staging included) on each route of one request: "index" is one index row a
