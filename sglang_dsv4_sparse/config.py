@@ -94,7 +94,6 @@ class Settings:
     prefill_route: str = "auto"
     check_bounds: bool = False
     route_table: Optional[str] = None
-    sparse_prefill: bool = True
 
 
 def sparse_prefill_flag(environ: Optional[Mapping[str, str]] = None) -> bool:
@@ -127,7 +126,11 @@ def sparse_prefill_reader() -> Callable[[], bool]:
 
 
 def read_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
-    """Parse every flag; raises :class:`FlagError` for the first bad value."""
+    """Parse this package's flags; raises :class:`FlagError` for the first bad value.
+
+    SGLang's own ``SGLANG_OPT_FLASHMLA_SPARSE_PREFILL`` is read as SGLang reads it
+    (:func:`sparse_prefill_reader`); :func:`bad_flags` still checks its value.
+    """
     env = os.environ if environ is None else environ
     table = env.get(ROUTE_TABLE.name, "").strip() or None
     return Settings(
@@ -136,7 +139,6 @@ def read_settings(environ: Optional[Mapping[str, str]] = None) -> Settings:
         prefill_route=PREFILL_ROUTE.parse(env),
         check_bounds=CHECK_BOUNDS.parse(env),
         route_table=table,
-        sparse_prefill=sparse_prefill_flag(environ),
     )
 
 

@@ -10,7 +10,7 @@
   first query reads, which every query of the group shares.
 
 Built with torch ops these took some sixty launches a step, each paying the
-host's per-op cost (docs/design-notes.md, "Plan cost"). Every lookup is
+host's per-op cost (docs/design-notes.md, "Routes by shape"). Every lookup is
 masked to its table: a request, page column or page id outside its table, or
 an id past the cache, gives -1 (a hole), never a read outside a tensor.
 """
@@ -89,6 +89,14 @@ def _check_bounds_tensor(name: str, bounds: torch.Tensor) -> int:
     return bounds.shape[0] - 1
 
 
+def _row_output(bounds: torch.Tensor, num_reqs: int, total: int) -> torch.Tensor:
+    """The ``(total,)`` int64 output of a per-row table; rows with no request to own them are an error."""
+    check_int("total", total, minimum=0)
+    if total and num_reqs == 0:
+        raise ValueError(f"bounds names no request for {total} rows")
+    return torch.empty(total, dtype=torch.int64, device=bounds.device)
+
+
 def request_of_rows(bounds: torch.Tensor, total: int) -> torch.Tensor:
     """``(total,)`` int64: the last ``r`` with ``bounds[r] <= row`` for each row, within ``[0, R)``.
 
@@ -97,15 +105,11 @@ def request_of_rows(bounds: torch.Tensor, total: int) -> torch.Tensor:
     ``bounds[-1]`` (lengths that disagree) still get a request in range, never an error.
     """
     num_reqs = _check_bounds_tensor("bounds", bounds)
-    check_int("total", total, minimum=0)
-    out = torch.empty(total, dtype=torch.int64, device=bounds.device)
-    if total == 0:
-        return out
-    if num_reqs == 0:
-        raise ValueError(f"bounds names no request for {total} rows")
-    _request_of_rows_kernel[(triton.cdiv(total, ROWS_BLOCK),)](
-        out, total, bounds, num_reqs, SEARCH_STEPS=_search_steps(num_reqs), BLOCK=ROWS_BLOCK
-    )
+    out = _row_output(bounds, num_reqs, total)
+    if total:
+        _request_of_rows_kernel[(triton.cdiv(total, ROWS_BLOCK),)](
+            out, total, bounds, num_reqs, SEARCH_STEPS=_search_steps(num_reqs), BLOCK=ROWS_BLOCK
+        )
     return out
 
 
@@ -121,16 +125,12 @@ def compressed_token_ids(bounds: torch.Tensor, table: torch.Tensor, page_size: i
     num_reqs = _check_bounds_tensor("bounds", bounds)
     check_tensor("table", table, dtypes=INDEX_DTYPES, ndim=2, device=bounds.device, last_dim_contiguous=True)
     check_int("page_size", page_size, minimum=1)
-    check_int("total", total, minimum=0)
-    out = torch.empty(total, dtype=torch.int64, device=bounds.device)
-    if total == 0:
-        return out
-    if num_reqs == 0:
-        raise ValueError(f"bounds names no request for {total} rows")
-    _compressed_ids_kernel[(triton.cdiv(total, ROWS_BLOCK),)](
-        out, total, bounds, num_reqs, table, table.stride(0), table.shape[0], table.shape[1], page_size, capacity,
-        SEARCH_STEPS=_search_steps(num_reqs), BLOCK=ROWS_BLOCK,
-    )
+    out = _row_output(bounds, num_reqs, total)
+    if total:
+        _compressed_ids_kernel[(triton.cdiv(total, ROWS_BLOCK),)](
+            out, total, bounds, num_reqs, table, table.stride(0), table.shape[0], table.shape[1], page_size, capacity,
+            SEARCH_STEPS=_search_steps(num_reqs), BLOCK=ROWS_BLOCK,
+        )
     return out
 
 
