@@ -65,8 +65,9 @@ records inside the graph, after the parent's own in-graph metadata build. It
 only views that metadata, so replay refills what it points at. The host
 lengths (``StepInputs.seq_lens_cpu``) are unknown inside a graph and the
 paged route does not need them: None is passed there.
-Extends are planned eagerly in ``init_forward_metadata``; prefill CUDA graphs
-(breakable or piecewise capture) go to the parent.
+Extends are routed in ``init_forward_metadata`` (eagerly, host lengths known)
+and their plan is built by the first layer on one of our routes, over SGLang's
+chunk cache; prefill CUDA graphs (breakable or piecewise capture) go to the parent.
 """
 
 from __future__ import annotations
