@@ -97,15 +97,11 @@ class Settings:
 
 
 def sparse_prefill_flag(environ: Optional[Mapping[str, str]] = None) -> bool:
-    """SGLang's ``SGLANG_OPT_FLASHMLA_SPARSE_PREFILL`` through its ``envs`` when SGLang imports, else parsed here."""
-    if environ is None:
-        try:
-            from sglang.srt.environ import envs
-
-            return bool(getattr(envs, SPARSE_PREFILL.name).get())
-        except (ImportError, AttributeError):
-            pass
-    return SPARSE_PREFILL.parse(os.environ if environ is None else environ)
+    """SGLang's ``SGLANG_OPT_FLASHMLA_SPARSE_PREFILL`` now: through its ``envs`` when SGLang imports
+    (:func:`sparse_prefill_reader`), else parsed here; ``environ`` given: parsed from it."""
+    if environ is not None:
+        return SPARSE_PREFILL.parse(environ)
+    return bool(sparse_prefill_reader()())
 
 
 def sparse_prefill_reader() -> Callable[[], bool]:
@@ -154,12 +150,3 @@ def bad_flags(environ: Optional[Mapping[str, str]] = None) -> list:
         except FlagError as err:
             errors.append(str(err))
     return errors
-
-
-def flags_table() -> str:
-    """The flags as a Markdown table (the README's, checked by a test)."""
-    rows = ["| flag | default | allowed | effect |", "| --- | --- | --- | --- |"]
-    for flag in FLAGS:
-        allowed = "a path" if flag is ROUTE_TABLE else ("0 / 1" if flag.is_switch else " / ".join(flag.choices))
-        rows.append(f"| `{flag.name}` | `{flag.default or 'unset'}` | {allowed} | {flag.doc} |")
-    return "\n".join(rows)

@@ -40,15 +40,7 @@ from .kernels.sparse_attn.decode_paged import sparse_mla_decode_paged_unchecked
 from .kernels.sparse_attn.prefill import sparse_mla_fwd_unchecked
 from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 
-KERNEL_CHOICES = config.KERNELS.choices
 FLASHMLA_HEADS = (64, 128)
-PREFILL_ROUTE_ENV = config.PREFILL_ROUTE.name
-PREFILL_ROUTE_CHOICES = config.PREFILL_ROUTE.choices
-
-
-def requested_prefill_routes() -> str:
-    """``SGLANG_DSV4_SPARSE_PREFILL_ROUTE`` (default ``auto``); a bad value raises naming it."""
-    return config.PREFILL_ROUTE.parse(os.environ)
 
 
 def requested_kernels() -> str:
