@@ -251,15 +251,16 @@ def _factories():
     return {"sglang": DeepseekV4AttnBackend, **{name: backend_class() for name in ("ours", *VARIANTS)}}
 
 
-# Our backend run again under another setting, below 64 heads and on extends only (where it differs
-# from ``ours``): ``ours_static`` our routes on every layer, the route table's measurements.
+# Our backend run again under another setting, where it differs from ``ours``: extends below 64
+# heads and decodes (``auto`` hands decodes to SGLang's attention). ``ours_static``: our routes on
+# every layer and step, the route table's measurements.
 VARIANTS = {
     "ours_static": {"SGLANG_DSV4_SPARSE_PREFILL_ROUTE": "ours"},
 }
 
 
 def _names_for(names, heads, kind):
-    return [n for n in names if n not in VARIANTS or (heads < KERNEL_WIDTH and kind == "extend")]
+    return [n for n in names if n not in VARIANTS or heads < KERNEL_WIDTH or kind == "decode"]
 
 
 class _variant_env:
@@ -344,18 +345,20 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps, mode="EXTEND", br
 
         step()  # compile, autotune, allocate
         if name != "sglang":
-            if backend._dsv4_step is None:
+            step_state = backend._dsv4_step
+            if step_state is None and name != "ours":
                 raise RuntimeError("our backend left the step to SGLang")
-            if name == "ours_static" and not backend._dsv4_step.c128_folds:
+            if name == "ours_static" and not step_state.c128_folds:
                 raise RuntimeError("the C128 layer did not take the folded route")
-            routes = backend._dsv4_step.routes_by_heads.get((heads, q.shape[1]), {})
-            row["routes"] = {str(r): routes.get(r, "-") for r in RATIOS}
+            # ``ours`` (auto) leaves a step whose layers all take SGLang's route to SGLang whole.
+            routes = {} if step_state is None else step_state.routes_by_heads.get((heads, q.shape[1]), {})
+            row["routes"] = {str(r): routes.get(r, "sglang") for r in RATIOS}
         row["meta"] = _wall_ms(init, dev, reps)
         row["step"] = _wall_ms(step, dev, reps)
         init()
         for i, ratio in enumerate(RATIOS):
             row[f"c{ratio}"] = events_ms(lambda: layer(i), reps)
-        if name != "sglang" and backend._dsv4_step.plan is not None:
+        if name != "sglang" and backend._dsv4_step is not None and backend._dsv4_step.plan is not None:
             row["plan"] = _wall_ms(lambda: _rebuild_plan(backend, heads), dev, reps)
         if breakdown is not None:
             breakdown[name] = profile_step(init, layer, backend if name != "sglang" else None, heads)
@@ -503,7 +506,7 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             body()
-        if name == "ours" and backend._dsv4_step is None:
+        if name == "ours_static" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the decode step to SGLang")
         backend.init_forward_metadata_out_graph(fb)
         row["step"] = events_ms(graph.replay, max(reps, 20))
@@ -560,7 +563,8 @@ def main() -> int:
     factories = _factories()
     variants = () if args.no_variants else tuple(VARIANTS)
     names = ("ours", *variants) if args.tiny else ("sglang", "ours", *variants)
-    reps = 2 if args.tiny else 5
+    # Steps at short prefixes are host-bound and their wall time moves by a few percent: a median of 15.
+    reps = 2 if args.tiny else 15
     results = []
     total = len(heads_list) * (len(extends) + len(decodes))
     done = 0
@@ -703,10 +707,13 @@ def _tables(rows, skip_failed=False):
         for v in variants:
             cells += [_one(r, v, c) for c in ("c0", "c4", "c128", "plan", "step")] + [_ratio(r, "step", v)]
         extend.append(cells)
-    decode = [["heads", "bs", "ctx", "step", "ratio"]]
+    decode = [["heads", "bs", "ctx", "step", "ratio"] + [f"{tags[v]} {c}" for v in variants for c in ("step", "ratio")]]
     for r in rows:
         if r["kind"] == "decode":
-            decode.append([r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")])
+            cells = [r["heads"], r["bs"], r["ctx"], _pair(r, "step"), _ratio(r, "step")]
+            for v in variants:
+                cells += [_one(r, v, "step"), _ratio(r, "step", v)]
+            decode.append(cells)
     return extend, decode
 
 
@@ -789,6 +796,9 @@ def _findings(rows):
     dec = [ratio(r) for r in rows if r["kind"] == "decode" and ratio(r) is not None]
     if dec:
         lines.append(f"- CUDA-graph decode step, ours / SGLang: {min(dec):.2f}-{max(dec):.2f}x.")
+    dec_static = [ratio(r, "ours_static") for r in rows if r["kind"] == "decode" and ratio(r, "ours_static")]
+    if dec_static:
+        lines.append(f"- The same with our path on every decode (`static`): {min(dec_static):.2f}-{max(dec_static):.2f}x.")
     failed = [r for r in rows if r["kind"] == "extend" and _failed_both(r)]
     if failed:
         lines.append(f"- {len(failed)} extend rows failed for both backends (SGLang's own metadata).")

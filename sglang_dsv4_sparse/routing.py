@@ -118,7 +118,7 @@ def shipped_table(capability: tuple) -> Optional[RouteTable]:
     return RouteTable.load(path) if os.path.exists(path) else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RoutePolicy:
     """How a backend routes its sparse-prefill layers; made once, from the settings and the device.
 
@@ -130,12 +130,33 @@ class RoutePolicy:
     sglang_available: bool
     table: Optional[RouteTable] = None
 
+    @property
+    def paged_to_sglang(self) -> bool:
+        """Whether steps on the paged route (decodes, dense extends) run SGLang's attention unchanged.
+
+        There both backends run the same FlashMLA kernel on the same index rows
+        (ours on views of SGLang's metadata), so ours can only add host time;
+        ``ours`` and ``index`` keep them on this package's path (tests, A/B).
+        """
+        return self.sglang_available and self.mode in ("auto", ROUTE_SGLANG)
+
     def routes(self, shape: StepShape, ratios=LAYER_RATIOS, *, sglang_takes_query: bool = True) -> Dict[int, str]:
         """Each ratio's route for a step of ``shape``.
 
         ``sglang_takes_query``: SGLang's attention can run the query as handed
         over (FlashMLA takes 64 or 128 heads: the model pads a rank's heads to 64).
+        Decided once per step, so the lookup is cached per shape (a serving
+        process sees few distinct chunk shapes; lengths are bucketed, see
+        :func:`_bucket`).
         """
+        return dict(self._routes(_bucket(shape), tuple(ratios), sglang_takes_query))
+
+    def all_sglang(self, shape: StepShape, ratios=LAYER_RATIOS) -> bool:
+        """Whether every layer of a sparse-prefill step of ``shape`` takes SGLang's route (ours then builds nothing)."""
+        return all(r == ROUTE_SGLANG for r in self.routes(shape, ratios).values())
+
+    @functools.lru_cache(maxsize=4096)
+    def _routes(self, shape: StepShape, ratios: tuple, sglang_takes_query: bool) -> Dict[int, str]:
         mode = self.mode
         if (not self.sglang_available or not sglang_takes_query) and mode in ("auto", ROUTE_SGLANG):
             mode = "ours"  # SGLang's route needs FlashMLA: ours is the only one here
@@ -167,6 +188,18 @@ class RoutePolicy:
         if gain <= entry.plan_ms:
             return {r: ROUTE_SGLANG for r in ratios}
         return routes
+
+
+def _bucket(shape: StepShape) -> StepShape:
+    """``shape`` with its lengths rounded up to 1/16 of a power of two (at most 6% apart): table lookups are
+    nearest-neighbour in log scale anyway, and the decision cache stays small."""
+    def up(n: int) -> int:
+        if n <= 16:
+            return n
+        step = 1 << (n.bit_length() - 5)
+        return -(-n // step) * step
+
+    return StepShape(up(shape.num_tokens), shape.num_reqs, up(shape.max_seq_len), shape.heads)
 
 
 def make_policy(mode: str, *, flashmla_usable: bool, kernels: str, capability: Optional[tuple],

@@ -195,16 +195,36 @@ class _SparseBackendMixin:
         super().init_forward_metadata(forward_batch)
         if self._dsv4_step is not None or not forward_batch.forward_mode.is_extend():
             return
+        # The route first: a step SGLang's attention takes whole costs no more than
+        # SGLang's own metadata (no checks, no plan; docs/design-notes.md, "Routes by shape").
+        extend_lens_cpu = int_list(forward_batch.extend_seq_lens_cpu)
+        seq_lens_cpu = int_list(forward_batch.seq_lens_cpu)
+        shape = dict(num_tokens=sum(extend_lens_cpu), num_reqs=len(seq_lens_cpu), max_seq_len=max(seq_lens_cpu, default=0))
+        sparse = self._sparse_prefill(shape["num_tokens"])
+        if self._sglang_takes_extend(sparse, shape):
+            return
         reason = self.step_fallback_reason(forward_batch)
         if reason is not None:
             self._note_fallback(reason)
             return
-        self._dsv4_step = self._planned(self._plan_extend(forward_batch))
+        self._dsv4_step = self._planned(self._plan_extend(forward_batch, sparse, shape, extend_lens_cpu, seq_lens_cpu))
+
+    def _sparse_prefill(self, num_tokens: int) -> bool:
+        row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
+        return use_sparse_prefill(num_tokens, row_limit=row_limit, flag=bool(self._dsv4_sparse_prefill()))
+
+    def _sglang_takes_extend(self, sparse: bool, shape: dict) -> bool:
+        """Whether every layer of this extend runs SGLang's attention (decided at the heads the model gives a rank)."""
+        policy = self._dsv4_policy
+        if not sparse:
+            return policy.paged_to_sglang
+        ratios = (0,) + tuple(self._dsv4_compressed_page_sizes)
+        return policy.all_sglang(routing.StepShape(heads=self._dsv4_router_heads, **shape), ratios)
 
     def init_forward_metadata_in_graph(self, forward_batch) -> None:
         super().init_forward_metadata_in_graph(forward_batch)
         self._dsv4_step = None
-        if not forward_batch.forward_mode.is_decode():
+        if not forward_batch.forward_mode.is_decode() or self._dsv4_policy.paged_to_sglang:
             return
         reason = self.step_fallback_reason(forward_batch)
         if reason is not None:
@@ -257,20 +277,16 @@ class _SparseBackendMixin:
             window=L.SWA_WINDOW,
         )
 
-    def _plan_extend(self, forward_batch) -> StepState:
+    def _plan_extend(self, forward_batch, sparse: bool, shape: dict, extend_lens_cpu: list,
+                     seq_lens_cpu: list) -> StepState:
         """EXTEND / MIXED / a chunk of a chunked prefill: eager, host lengths known.
 
         Sparse prefill plans nothing here: a layer that takes one of our routes
-        builds the plan (:meth:`StepState.prefill_plan`); a step whose layers
-        all take SGLang's route costs nothing beyond SGLang's own metadata.
+        builds the plan (:meth:`StepState.prefill_plan`).
         """
         metadata = self.forward_metadata
         core = metadata.core_attn_metadata
-        extend_lens_cpu = int_list(forward_batch.extend_seq_lens_cpu)
-        seq_lens_cpu = int_list(forward_batch.seq_lens_cpu)
-        num_tokens = sum(extend_lens_cpu)
-        row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
-        sparse = use_sparse_prefill(num_tokens, row_limit=row_limit, flag=bool(self._dsv4_sparse_prefill()))
+        num_tokens = shape["num_tokens"]
 
         def inputs() -> StepInputs:
             # The parent's page table has one row per query row; a request's first
@@ -283,7 +299,6 @@ class _SparseBackendMixin:
             )
 
         if sparse:
-            shape = dict(num_tokens=num_tokens, num_reqs=len(seq_lens_cpu), max_seq_len=max(seq_lens_cpu, default=0))
             return StepState(metadata, None, ROUTE_SPARSE_PREFILL, None, num_tokens, shape=shape,
                              make_inputs=inputs, forward_batch=forward_batch, ratios=tuple(self._dsv4_compressed_page_sizes))
         step_inputs = inputs()
@@ -326,6 +341,11 @@ class _SparseBackendMixin:
         cos_sin_cache: Optional[torch.Tensor] = None,
         **kwargs,
     ):
+        if self._dsv4_step is None:  # SGLang's step (its route, or a mode SGLang handles): its attention, untouched
+            return super()._forward_attention(
+                q, k, v, layer, forward_batch, compress_ratio,
+                save_kv_cache=save_kv_cache, attn_sink=attn_sink, cos_sin_cache=cos_sin_cache, **kwargs,
+            )
         reason = self.layer_fallback_reason(layer, q, compress_ratio, cos_sin_cache)
         route = None
         if reason is None and self._dsv4_step.route == ROUTE_SPARSE_PREFILL:

@@ -88,3 +88,20 @@ def test_kernel_heads():
     assert routing.kernel_heads("folded", 16, 64, _Choice()) == 16
     assert routing.kernel_heads("native", 16, 64, _Choice()) == 16
     assert routing.kernel_heads("index", 64, 64, _Choice()) == 64
+
+
+def test_decisions_are_cached_per_bucketed_shape():
+    policy = RoutePolicy("auto", True, _table(SHORT, LONG))
+    a = policy.routes(StepShape(8192, 1, 128000, 8))
+    a["mutated"] = "by a caller"
+    # Lengths within one bucket (1/16 of a power of two) share one decision; callers get their own copy.
+    assert policy.routes(StepShape(8190, 1, 127000, 8)) == {k: v for k, v in a.items() if k != "mutated"}
+    assert policy._routes.cache_info().hits >= 1
+    assert routing._bucket(StepShape(8190, 1, 127000, 8)) == routing._bucket(StepShape(8192, 1, 128000, 8))
+    assert routing._bucket(StepShape(7, 1, 16, 8)) == StepShape(7, 1, 16, 8)
+
+
+def test_paged_steps_go_to_sglang_only_where_it_runs():
+    assert RoutePolicy("auto", True).paged_to_sglang and RoutePolicy("sglang", True).paged_to_sglang
+    assert not RoutePolicy("ours", True).paged_to_sglang and not RoutePolicy("index", True).paged_to_sglang
+    assert not RoutePolicy("auto", False).paged_to_sglang

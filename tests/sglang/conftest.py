@@ -43,6 +43,9 @@ def sglang_cpu(monkeypatch):
     """Make SGLang's DeepseekV4AttnBackend constructible and its metadata buildable on the CPU."""
     monkeypatch.setenv("SGLANG_FP8_PAGED_MQA_LOGITS_TORCH", "1")
     monkeypatch.setenv("SGLANG_OPT_USE_TOPK_V2", "0")
+    # These tests check this package's kernels: ours on every layer and step (under ``auto`` a GPU
+    # hands shapes where SGLang is as fast to SGLang's attention; test_routes.py covers that).
+    monkeypatch.setenv("SGLANG_DSV4_SPARSE_PREFILL_ROUTE", "ours")
     import sglang.srt.layers.attention.deepseek_v4_backend as parent
 
     monkeypatch.setattr(parent, "_create_flashmla_metadata", lambda: None)

@@ -46,14 +46,15 @@ def _layers(env, helpers, gen, fb, *, record):
     backend = env.backend
     backend.init_forward_metadata(fb)
     step = backend._dsv4_step
+    num_tokens = sum(int(n) for n in fb.extend_seq_lens_cpu)
     env.fill_caches(fb.req_pool_indices.tolist(), fb.seq_lens_cpu.tolist(), gen)
     core = backend.forward_metadata.core_attn_metadata
-    positions = core.positions_casual[: step.num_tokens].tolist()
+    positions = core.positions_casual[:num_tokens].tolist()
     topk = helpers.c4_picks(positions, core.c4_sparse_page_indices.shape[1], gen)
     helpers.write_c4_topk(core, topk, fb.req_pool_indices.tolist(), fb.extend_seq_lens_cpu)
     outs = []
     for layer_id, ratio in enumerate(helpers.RATIOS):
-        q = (torch.randn(step.num_tokens, 64, 512, generator=gen) * 0.5).to(env.device, torch.bfloat16)
+        q = (torch.randn(num_tokens, 64, 512, generator=gen) * 0.5).to(env.device, torch.bfloat16)
         sink = torch.randn(64, generator=gen).to(env.device)
         out = backend.forward(q=q, k=q, v=q, layer=env.layer(layer_id), forward_batch=fb, compress_ratio=ratio,
                               attn_sink=sink, save_kv_cache=False)
@@ -108,7 +109,29 @@ def test_a_step_all_on_sglang_builds_no_plan(dsv4_env, helpers, gen, monkeypatch
                         lambda self, q, k, v, layer, fb, ratio, **kw: calls.append(ratio) or torch.zeros_like(q))
     fb = env.batch("EXTEND", rows=[1, 0], prefix=[5, 250], ext=[40, 20])
     step, _, _ = _layers(env, helpers, gen, fb, record=calls)
-    assert calls == [0, 4, 128] and step.plan is None and step.inputs is None
+    # Decided at metadata time: no step state at all, every layer straight to SGLang's attention.
+    assert calls == [0, 4, 128] and step is None
+
+
+def test_decodes_go_to_sglang_where_it_runs_the_same_kernel(dsv4_env, helpers, gen, monkeypatch):
+    from sglang.srt.layers.attention.deepseek_v4_backend import DeepseekV4AttnBackend
+
+    env = dsv4_env(heads=2)
+    calls = []
+    monkeypatch.setattr(DeepseekV4AttnBackend, "_forward_attention",
+                        lambda self, q, k, v, layer, fb, ratio, **kw: calls.append(ratio) or torch.zeros_like(q))
+    fb = env.batch("DECODE", rows=[1, 0], prefix=[5, 250], ext=[1, 1])
+    for mode, available, ours in (("auto", True, False), ("sglang", True, False), ("ours", True, True),
+                                  ("auto", False, True)):
+        env.backend._dsv4_policy = RoutePolicy(mode, available, None)
+        env.backend.init_forward_metadata(fb)
+        assert (env.backend._dsv4_step is not None) == ours, (mode, available)
+    env.backend._dsv4_policy = RoutePolicy("auto", True, None)
+    env.backend.init_forward_metadata(fb)
+    q = torch.randn(2, 64, 512, generator=gen).to(env.device, torch.bfloat16)
+    env.backend.forward(q=q, k=q, v=q, layer=env.layer(0), forward_batch=fb, compress_ratio=0,
+                        attn_sink=torch.zeros(64, device=env.device), save_kv_cache=False)
+    assert calls == [0]
 
 
 def test_an_unpadded_query_never_goes_to_sglang(dsv4_env, monkeypatch):
