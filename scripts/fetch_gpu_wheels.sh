@@ -26,14 +26,15 @@ FLASHMLA=(sgl-flash-mla==1.0.0)
 # Triton compiling kernels, one process at a time without it).
 TESTING=(pytest-xdist execnet)
 # SGLang and the pure-Python packages that its DSv4 attention and test kit
-# (the CUDA-graph runner imports the model runner, hence uvicorn and fastapi)
-# need and the
+# (the CUDA-graph runner imports the model runner, hence uvicorn and fastapi;
+# the speculative runners import the scheduler, hence setproctitle) need and the
 # GPU machine's image does not have.
 SGLANG=(
   sglang==0.5.23 orjson pybase64 starlette msgspec pydantic pydantic-core annotated-types
   typing-inspection pyzmq dill apache-tvm-ffi==0.1.11 compressed-tensors==0.18.0 gguf zstandard
   sniffio loguru traitlets openai==2.8.0 distro jiter partial-json-parser typing-extensions
   uvicorn h11 click fastapi annotated-doc opentelemetry-api importlib-metadata zipp anyio idna
+  setproctitle
 )
 WANT=("${FLASHMLA[@]}" "${TESTING[@]}")
 [ "$FLASHMLA_ONLY" = 1 ] || WANT+=("${SGLANG[@]}")

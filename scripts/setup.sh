@@ -42,6 +42,7 @@ if [ "$WITH_SGLANG" = 1 ]; then
   echo "setup.sh: pip's resolver will list SGLang's pins as conflicts (torch 2.14, CUDA kernels, serving deps): expected, SGLang goes in --no-deps next to this torch, and the integration tests only import its DSv4 backend"
   "${PIP[@]}" orjson psutil pybase64 requests pillow starlette msgspec pydantic pyzmq tqdm ipython aiohttp \
     transformers==5.19.0 tokenizers==0.23.2 dill sentencepiece==0.2.1 apache-tvm-ffi==0.1.11 \
-    compressed-tensors==0.18.0 gguf einops openai==2.8.0 partial-json-parser
+    compressed-tensors==0.18.0 gguf einops openai==2.8.0 partial-json-parser \
+    uvicorn fastapi setproctitle  # the kit's speculative-decoding runners import SGLang's scheduler
 fi
 echo "setup.sh: done. Tests: $VENV/bin/python -m pytest -q"

@@ -34,6 +34,11 @@ from typing import Dict, List, Optional
 from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 
 ROUTE_SGLANG = "sglang"
+ROUTE_PAGED = "paged"
+ROUTE_VERIFY = "verify"
+# Whether ``auto`` runs verify and draft-extend steps below 64 heads on our verify kernel
+# (measured inside SGLang's step: BENCHMARKS.md, the verify A/B).
+VERIFY_KERNEL_IN_AUTO = True
 LAYER_RATIOS = (0, 4, 128)
 # This package's routes below 64 heads (the shared-row kernel's tile), each the
 # fastest of its layer kind when timed alone (BENCHMARKS.md section 5).
@@ -139,6 +144,25 @@ class RoutePolicy:
         ``ours`` and ``index`` keep them on this package's path (tests, A/B).
         """
         return self.sglang_available and self.mode in ("auto", ROUTE_SGLANG)
+
+    def row_step_route(self, kind: str, heads: int) -> str:
+        """The route of a step whose metadata SGLang builds per query row: ``kind`` is ``"decode"``
+        (plain or speculative), ``"verify"`` (target verify) or ``"draft_extend"``.
+
+        ``"sglang"``: SGLang's attention; ``ROUTE_PAGED``: ours on views of SGLang's per-row index
+        rows (FlashMLA where it runs, our paged Triton kernel elsewhere); ``ROUTE_VERIFY``: our
+        verify kernel, one program per request's draft tokens at the rank's real heads, reading
+        the rows they share once (below 64 heads; docs/design-notes.md, "Verify steps").
+        """
+        narrow_chain = kind in ("verify", "draft_extend") and heads < NARROW_MAX_HEADS
+        if self.paged_to_sglang:
+            return ROUTE_VERIFY if narrow_chain and self.mode == "auto" and VERIFY_KERNEL_IN_AUTO else ROUTE_SGLANG
+        return ROUTE_VERIFY if narrow_chain else ROUTE_PAGED
+
+    def plans_row_step(self, kind: str) -> bool:
+        """Whether a per-row step of ``kind`` needs our plan: some head count takes one of our routes
+        (the layer decides at its real heads, :meth:`row_step_route`)."""
+        return any(self.row_step_route(kind, heads) != ROUTE_SGLANG for heads in (1, NARROW_MAX_HEADS))
 
     def routes(self, shape: StepShape, ratios=LAYER_RATIOS, *, sglang_takes_query: bool = True) -> Dict[int, str]:
         """Each ratio's route for a step of ``shape``.

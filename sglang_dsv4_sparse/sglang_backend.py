@@ -80,15 +80,16 @@ import torch
 
 from . import config, dispatch, routing
 from . import layout as L
-from .core.forward import Workspace, decode_layer, prefill_layer
+from .core.forward import Workspace, decode_layer, prefill_layer, verify_layer
 from .core.plan import StepInputs
 from .core.router import paged_kernel_row_limit, use_sparse_prefill
 from .sglang_gating import (  # noqa: F401  (re-exported: the plugin and tests import them from here)
-    SUPPORTED_SGLANG_VERSIONS, SWITCH_ENV, backend_fallback_reason, capturing, flag_errors, log_once,
-    sglang_version, sparse_enabled, step_fallback_reason, supported_sglang_version, unhandled_feature,
+    SUPPORTED_SGLANG_VERSIONS, SWITCH_ENV, backend_fallback_reason, capturing, flag_errors, is_paged_row_step,
+    log_once, row_step_kind, sglang_version, sparse_enabled, step_fallback_reason, supported_sglang_version,
+    unhandled_feature,
 )
 from .sglang_plan import (
-    C4_FIELDS, PAGED_FIELDS, ROUTE_PAGED, ROUTE_SPARSE_PREFILL, StepState, int_list, paged_plan,
+    C4_FIELDS, PAGED_FIELDS, ROUTE_PAGED, ROUTE_SPARSE_PREFILL, StepState, int_list, paged_plan, verify_rows,
 )
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,8 @@ class _SparseBackendMixin:
                 return "compressed cache is not in the V4 layout"
             if pool.get_extra_key_page_size(layer.layer_id) != self._dsv4_compressed_page_sizes.get(compress_ratio):
                 return "compressed cache page size differs from the plan's"
+        if compress_ratio and step.kind == "draft_extend":
+            return f"a C{compress_ratio} layer in a draft extend (SGLang builds window rows only)"
         if compress_ratio == 4:
             return self._missing_field(step, 4)
         return None
@@ -193,8 +196,8 @@ class _SparseBackendMixin:
         # The parent builds its metadata, then calls init_forward_metadata_in_graph
         # (below), which plans decodes.
         super().init_forward_metadata(forward_batch)
-        if self._dsv4_step is not None or not forward_batch.forward_mode.is_extend():
-            return
+        if self._dsv4_step is not None or not forward_batch.forward_mode.is_extend() or is_paged_row_step(forward_batch):
+            return  # planned (or left to SGLang) in init_forward_metadata_in_graph
         # The route first: a step SGLang's attention takes whole costs no more than
         # SGLang's own metadata (no checks, no plan; docs/design-notes.md, "Routes by shape").
         extend_lens_cpu = int_list(forward_batch.extend_seq_lens_cpu)
@@ -222,22 +225,29 @@ class _SparseBackendMixin:
         return policy.all_sglang(routing.StepShape(heads=self._dsv4_router_heads, **shape), ratios)
 
     def init_forward_metadata_in_graph(self, forward_batch) -> None:
+        # SGLang's eager init ends here too, and its CUDA graphs record this part:
+        # the parent turns raw decode / verify metadata into per-row index rows.
         super().init_forward_metadata_in_graph(forward_batch)
         self._dsv4_step = None
-        if not forward_batch.forward_mode.is_decode() or self._dsv4_policy.paged_to_sglang:
+        if not is_paged_row_step(forward_batch):
+            return
+        if not self._dsv4_policy.plans_row_step(row_step_kind(forward_batch)):
             return
         reason = self.step_fallback_reason(forward_batch)
         if reason is not None:
             self._note_fallback(reason)
             return
-        self._dsv4_step = self._planned(self._plan_decode(forward_batch))
+        self._dsv4_step = self._planned(self._plan_rows(forward_batch))
 
     def _planned(self, step: StepState) -> Optional[StepState]:
         """``step``, or None (SGLang runs the step) when a metadata buffer its layers read is missing."""
-        reason = self._missing_field(step, 4) if self.forward_metadata.core_attn_metadata.has_c4 else None
+        core = self.forward_metadata.core_attn_metadata
+        # Draft extend is window-only (SGLang builds no compressed rows for it); its model has no other layers.
+        window_only = step.kind == "draft_extend"
+        reason = self._missing_field(step, 4) if core.has_c4 and not window_only else None
         if reason is None and step.route == ROUTE_PAGED:
             reason = self._missing_field(step, 0)
-            if reason is None and self.forward_metadata.core_attn_metadata.has_c128:
+            if reason is None and core.has_c128 and not window_only:
                 reason = self._missing_field(step, 128)
         if reason is not None:
             self._note_fallback(reason)
@@ -304,27 +314,41 @@ class _SparseBackendMixin:
         step_inputs = inputs()
         return StepState(metadata, step_inputs, ROUTE_PAGED, paged_plan(core, step_inputs, num_tokens), num_tokens)
 
-    def _plan_decode(self, forward_batch) -> StepState:
-        """DECODE: graph-safe (see the module docstring); one query row per request."""
+    def _plan_rows(self, forward_batch) -> StepState:
+        """Decode, target verify, draft extend: graph-safe (see the module docstring).
+
+        SGLang's metadata holds one row per query row (a draft token is a row of
+        its own, with its own window and compressed ids); to the paged route
+        each row is a one-row request at its own length. The verify route also
+        groups a request's rows (:func:`~.sglang_plan.verify_rows`).
+        """
         metadata = self.forward_metadata
         core = metadata.core_attn_metadata
         seq_lens = core.seq_lens_casual
         num_rows = seq_lens.shape[0]
         host_lens = forward_batch.seq_lens_cpu
         if capturing() or host_lens is None or len(host_lens) != num_rows:
-            seq_lens_cpu = None  # unknown inside a graph; the paged route does not need it
+            seq_lens_cpu = None  # unknown inside a graph (and per request, not per row, in verify)
         else:
             seq_lens_cpu = int_list(host_lens)
+        req_pool_indices = forward_batch.req_pool_indices
+        if req_pool_indices.shape[0] != num_rows and num_rows % max(req_pool_indices.shape[0], 1) == 0:
+            # A request's draft tokens are consecutive rows (SGLang's static verify / draft-extend layout).
+            req_pool_indices = req_pool_indices.repeat_interleave(num_rows // req_pool_indices.shape[0])
         inputs = self._step_inputs(
             seq_lens=seq_lens,
             extend_lens=torch.ones_like(seq_lens),
-            req_pool_indices=forward_batch.req_pool_indices[:num_rows],
+            req_pool_indices=req_pool_indices[:num_rows],
             tables=core.page_table,
             seq_lens_cpu=seq_lens_cpu,
             extend_lens_cpu=[1] * num_rows,
             positions=core.positions_casual[:num_rows],
         )
-        return StepState(metadata, inputs, ROUTE_PAGED, paged_plan(core, inputs, num_rows), num_rows, in_graph=capturing())
+        step = StepState(metadata, inputs, ROUTE_PAGED, paged_plan(core, inputs, num_rows), num_rows,
+                         in_graph=capturing(), kind=row_step_kind(forward_batch))
+        if step.kind != "decode":
+            step.verify = verify_rows(self, forward_batch, num_rows)
+        return step
 
     # ---- attention ---------------------------------------------------------
 
@@ -348,8 +372,15 @@ class _SparseBackendMixin:
             )
         reason = self.layer_fallback_reason(layer, q, compress_ratio, cos_sin_cache)
         route = None
-        if reason is None and self._dsv4_step.route == ROUTE_SPARSE_PREFILL:
-            route = self._dsv4_step.layer_route(self._dsv4_policy, compress_ratio, self._real_heads(layer, q), q.shape[1])
+        step = self._dsv4_step
+        if reason is None and step.route == ROUTE_SPARSE_PREFILL:
+            route = step.layer_route(self._dsv4_policy, compress_ratio, self._real_heads(layer, q), q.shape[1])
+        elif reason is None:
+            # A per-row step: each layer at its real heads (routing.RoutePolicy.row_step_route).
+            route = self._dsv4_policy.row_step_route(step.kind, self._real_heads(layer, q))
+            if route == routing.ROUTE_VERIFY and step.verify is None:
+                route = routing.ROUTE_PAGED  # not uniform: each row on its own
+            route = None if route == routing.ROUTE_PAGED else route
         if reason is not None or route == routing.ROUTE_SGLANG:
             if reason is not None:
                 self._note_fallback(reason)
@@ -388,6 +419,9 @@ class _SparseBackendMixin:
             if full is not None:
                 full[:, heads:].zero_()
                 return full
+        elif route == routing.ROUTE_VERIFY:
+            out = verify_layer(step.plan, step.verify, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
+                               topk_lengths=topk_lengths, choice=self._dsv4_choice)
         else:
             out = decode_layer(step.plan, q_run, swa_cache, compress_ratio, compressed_cache, topk, sink,
                                topk_lengths=topk_lengths, choice=self._dsv4_choice)

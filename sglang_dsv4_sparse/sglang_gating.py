@@ -8,6 +8,7 @@ reason is logged once (:func:`log_once`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Optional
@@ -156,18 +157,36 @@ def in_breakable_cuda_graph() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def _paged_row_modes() -> tuple:
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    return (ForwardMode.DECODE, ForwardMode.TARGET_VERIFY, ForwardMode.DRAFT_EXTEND_V2)
+
+
+def is_paged_row_step(forward_batch) -> bool:
+    """Decodes (plain or speculative), target verify and draft extend: steps whose metadata SGLang builds per query row."""
+    return forward_batch.forward_mode in _paged_row_modes()
+
+
+def row_step_kind(forward_batch) -> str:
+    """``"verify"``, ``"draft_extend"`` or ``"decode"`` (:meth:`routing.RoutePolicy.row_step_route`)."""
+    mode = forward_batch.forward_mode
+    if mode.is_target_verify():
+        return "verify"
+    return "draft_extend" if mode.is_draft_extend_v2() else "decode"
+
+
 def step_fallback_reason(backend, forward_batch) -> Optional[str]:
     """Why SGLang's parent backend runs this step, or None for ours (judged at metadata time)."""
     from sglang.srt.layers.attention.deepseek_v4_backend import DSV4AttnMetadata, DSV4Metadata
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     mode = forward_batch.forward_mode
-    if mode not in (ForwardMode.EXTEND, ForwardMode.MIXED, ForwardMode.DECODE):
+    if mode not in (ForwardMode.EXTEND, ForwardMode.MIXED) + _paged_row_modes():
         return f"forward mode {step_mode(forward_batch)}"
     if getattr(forward_batch, "_original_forward_mode", None) not in (None, mode):
         return "rewritten forward mode (speculative decoding)"
-    if mode == ForwardMode.DECODE and getattr(forward_batch, "spec_info", None) is not None:
-        return "speculative decode batch"
     metadata = backend.forward_metadata
     if not isinstance(metadata, DSV4Metadata) or not isinstance(metadata.core_attn_metadata, DSV4AttnMetadata):
         return "metadata is not DSV4Metadata"
@@ -195,9 +214,11 @@ def step_fallback_reason(backend, forward_batch) -> Optional[str]:
             return "SM120"
     except Exception:
         pass
-    if mode == ForwardMode.DECODE:
-        if backend.topk > 0 and backend.speculative_num_steps > 1:
-            return "multi-step draft decode"
+    if mode in _paged_row_modes():
+        # One query row per metadata row, each with its own index rows (SGLang builds
+        # them per draft token for verify and draft extend): the paged route's views.
+        if mode == ForwardMode.TARGET_VERIFY and getattr(backend, "topk", 0) > 1:
+            return "tree verify (SGLang supports chain verify only)"
         if capturing() and backend._dsv4_choice.check_bounds:
             return "SGLANG_DSV4_SPARSE_CHECK_BOUNDS syncs with the host: not graph-safe"
         return None

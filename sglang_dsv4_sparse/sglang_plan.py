@@ -65,6 +65,8 @@ class StepState:
     ratios: Tuple[int, ...] = ()  # compressed ratios the model has
     routes_by_heads: Dict[tuple, Dict[int, str]] = field(default_factory=dict)  # (heads, query width) -> routes
     c128_folds: Dict[int, C128Fold] = field(default_factory=dict)  # per head count, built by the first C128 layer
+    verify: Optional["VerifyRows"] = None  # the verify route's request grouping (paged steps only)
+    kind: str = "extend"  # "extend", or a per-row step's kind: "decode", "verify", "draft_extend"
 
     def layer_route(self, policy: routing.RoutePolicy, ratio: int, heads: int, width: int) -> str:
         """The route of this step's ``ratio`` layers at ``heads`` real heads of a ``width``-head query
@@ -126,6 +128,35 @@ def _plan_over_chunk_cache(backend, step: StepState, ratio: int, route: str) -> 
     )
 
 
+@dataclass
+class VerifyRows:
+    """How a verify (or draft-extend) step's query rows group into requests: ``query_start_loc [B + 1]``
+    int32, each request's draft tokens consecutive and in position order (a chain)."""
+
+    query_start_loc: torch.Tensor
+    num_reqs: int
+    tokens_per_req: int
+
+
+def verify_rows(backend, forward_batch, num_rows: int) -> Optional[VerifyRows]:
+    """The request grouping of a verify / draft-extend step, or None where it is not uniform.
+
+    SGLang's static layout gives every request the same count (its
+    ``speculative_num_draft_tokens`` in verify, the accepted tokens' block in
+    draft extend): rows ``b * S .. b * S + S - 1`` are request ``b``'s. A
+    ragged layout (SGLang's ``ragged verify``) keeps the per-row route.
+    """
+    num_reqs = int(forward_batch.batch_size)
+    if num_reqs <= 0 or num_rows % num_reqs:
+        return None
+    per_req = num_rows // num_reqs
+    if forward_batch.forward_mode.is_target_verify() and per_req != getattr(backend, "speculative_num_draft_tokens", per_req):
+        return None
+    # One small launch, recorded with the rest of the metadata when a graph captures it.
+    start = torch.arange(0, num_rows + 1, per_req, dtype=torch.int32, device=backend.device)
+    return VerifyRows(start, num_reqs, per_req)
+
+
 def paged_plan(core, inputs: StepInputs, num_tokens: int) -> PagedPlan:
     """The paged route's plan: views of the index rows SGLang's metadata built for its own paged attention.
 
@@ -146,7 +177,7 @@ def paged_plan(core, inputs: StepInputs, num_tokens: int) -> PagedPlan:
         compressed_page_tables=inputs.compressed_page_tables,
         compressed_page_sizes=inputs.compressed_page_sizes,
     )
-    if core.has_c128:
+    if core.has_c128 and core.c128_page_indices is not None:  # draft extend builds no compressed rows
         plan.c128_indices = core.c128_page_indices[rows].unsqueeze(1)
         plan.c128_lens = core.c128_topk_lengths_clamp1[rows]
     for ratio in L.LAYER_RATIOS:

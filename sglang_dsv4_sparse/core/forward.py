@@ -433,6 +433,55 @@ def decode_layer(
     return out[:, 0]
 
 
+def verify_layer(
+    plan: PagedPlan,
+    rows,
+    q: torch.Tensor,
+    swa_cache: torch.Tensor,
+    compress_ratio: int,
+    compressed_cache: Optional[torch.Tensor] = None,
+    topk_indices: Optional[torch.Tensor] = None,
+    attn_sink: Optional[torch.Tensor] = None,
+    topk_lengths: Optional[torch.Tensor] = None,
+    *,
+    choice: Optional[KernelChoice] = None,
+) -> torch.Tensor:
+    """One layer of a verify (or draft-extend) step: ``q [T, h, 512]`` -> ``[T, h, 512]`` bf16.
+
+    The same answer as :func:`decode_layer` on the same per-row plan (each
+    draft token its own query over its own index rows), computed by the
+    verify kernel: ``rows`` (``query_start_loc``, ``tokens_per_req``) groups
+    a request's draft tokens into one program, which reads the window and
+    C128 rows they share once (docs/design-notes.md, "Verify steps").
+    """
+    from ..kernels.sparse_attn.verify_paged import sparse_mla_verify_paged
+
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if compress_ratio == 4 and topk_lengths is None:
+        raise ValueError("a C4 layer on the verify route needs topk_lengths (entries of each topk_indices row to read)")
+    sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
+    swa_cache, compressed_cache = _check_caches(
+        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    )
+    _check_placement(q, plan.swa_lens)
+    choice = _choice_for(q, choice)
+    if plan.num_tokens == 0:
+        return q.new_empty(q.shape)
+    extra = dict()
+    if compress_ratio == 128:
+        extra = dict(extra_indices=plan.c128_indices[:, 0], extra_lens=plan.c128_lens, extra_shared=True)
+    elif compress_ratio == 4:
+        extra = dict(extra_indices=topk_indices, extra_lens=topk_lengths, extra_shared=False)
+    if compress_ratio:
+        extra.update(extra_k_cache=compressed_cache, extra_page_size=plan.compressed_page_sizes[compress_ratio])
+    out, _ = sparse_mla_verify_paged(
+        q, rows.query_start_loc, swa_cache, plan.swa_indices[:, 0], plan.swa_lens, attn_sink,
+        swa_page_size=plan.swa_page_size, tokens_per_request=rows.tokens_per_req,
+        check_bounds=choice.check_bounds, **extra,
+    )
+    return out
+
+
 def _paged_index_rows(ids: torch.Tensor) -> torch.Tensor:
     """``[T, k]`` cache ids as the paged kernels take them: int32 ``[T, 1, width]``, width a multiple of 128.
 

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Verify and draft-extend A/B inside SGLang's step: this package's backend against SGLang 0.5.23's.
+
+One CUDA-graph replay is what a speculative (EAGLE / MTP) step runs per layer
+kind: the verify metadata (SGLang's, recorded in the graph, and our plan over
+it) plus one window-only, one C4 and one C128 layer; a draft extend is
+window-only, so its replay is the metadata plus one C0 layer. Both backends
+run on the same pool, batch and query, in one process. Grid: batch 1, 8, 32,
+64, 128; 2 and 4 draft tokens; context 8k and 128k; 8, 16 and 64 heads
+(``--quick`` trims it). Each row also gives the key bytes our verify route
+reads (window union, C128 rows once a request, C4 picks per token) and the
+bytes SGLang's per-token route reads, so a missed row can be read against
+the HBM copy ceiling measured in the same run.
+
+    python scripts/bench_sglang_verify.py [--quick] [--tiny] [--json FILE] [--markdown]
+
+``--tiny`` is a CPU plumbing check (our backend only, eager). Exit status 4
+without a GPU (and without --tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_sglang_ab as ab  # noqa: E402  (its deployment, query and C4 picks; it sets up the stand-ins' path)
+
+import torch  # noqa: E402
+
+ROW_BYTES = 584  # one V4 fp8 key row: 448 fp8 + 128 RoPE bytes + 8 scale bytes (layout.py)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few rows")
+    p.add_argument("--tiny", action="store_true", help="CPU plumbing check: tiny shapes, our backend only, eager")
+    p.add_argument("--json", default=None, help="default: $OUT/bench_sglang_verify.json")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--from-json", default=None, help="print the tables of an earlier run's JSON and exit")
+    return p.parse_args()
+
+
+def grid(args):
+    """(kind, heads, batch, draft tokens, context) rows."""
+    if args.tiny:
+        return [("verify", 16, 2, 3, 300), ("draft_extend", 16, 2, 2, 300)]
+    if args.quick:
+        verify = [(h, b, s, c) for h in (8, 64) for b in (8, 64) for s in (4,) for c in (8192, 131072)]
+        drafts = [(h, b, 2, 8192) for h in (8, 64) for b in (8, 64)]
+    else:
+        verify = [(h, b, s, c) for h in (8, 16, 64) for b in (1, 8, 32, 64, 128) for s in (2, 4)
+                  for c in (8192, 131072)]
+        drafts = [(h, b, s, 8192) for h in (8, 16, 64) for b in (1, 8, 64, 128) for s in (2, 4)]
+    return [("verify", *r) for r in verify] + [("draft_extend", *r) for r in drafts]
+
+
+class _spec_config:
+    """SGLang's backend reads the speculative settings (draft tokens, EAGLE top-k) from its server
+    config when it is built; a benchmark backend gets them here, as a serving process would."""
+
+    def __init__(self, draft_tokens: int):
+        self.draft_tokens = draft_tokens
+
+    def __enter__(self):
+        import sglang.srt.layers.attention.deepseek_v4_backend as parent
+
+        self.parent = parent
+        self.saved = parent.get_spec
+        real = self.saved()
+        draft_tokens = self.draft_tokens
+
+        class Spec:
+            def __getattr__(self, name):
+                if name == "speculative_num_draft_tokens":
+                    return draft_tokens
+                if name == "speculative_eagle_topk":
+                    return 1
+                return getattr(real, name)
+
+        parent.get_spec = lambda: Spec()
+
+    def __exit__(self, *exc):
+        self.parent.get_spec = self.saved
+
+
+def _spec_case(dep, kind, prefix, ext):
+    k = dep.kit
+    return k.DSV4AttentionCase(
+        name="sglang_verify_ab", backend="dsv4", forward_mode=ab._mode("TARGET_VERIFY" if kind == "verify" else "DRAFT_EXTEND_V2"),
+        num_heads=ab.KERNEL_WIDTH, page_size=ab.PAGE, prefix_lens=tuple(prefix), extend_lens=tuple(ext),
+    )
+
+
+def spec_batch(dep, kind, bs, ntok, ctx):
+    """A verify (or draft-extend) ForwardBatch: ``bs`` requests of ``ctx`` tokens whose last ``ntok`` are the
+    draft (accepted) tokens, with the kit's EAGLE input on it."""
+    prefix, ext = [ctx - ntok] * bs, [ntok] * bs
+    fb, bases, _ = dep.batch("EXTEND", prefix, ext)
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+    case = _spec_case(dep, kind, prefix, ext)
+    dev = dep.device
+    if kind == "verify":
+        from sglang.test.kits.attention_unittest.runner_modes.speculative_target_verify_runner import (
+            _make_eagle_verify_input,
+        )
+
+        fb.forward_mode = ForwardMode.TARGET_VERIFY
+        # SGLang's verify batch carries the lengths before the draft tokens.
+        fb.seq_lens = torch.tensor(prefix, dtype=torch.int32, device=dev)
+        fb.seq_lens_cpu = torch.tensor(prefix, dtype=torch.int32)
+        fb.seq_lens_sum = sum(prefix)
+        fb.spec_info = _make_eagle_verify_input(case, fb, topk=1, device=dev)
+    else:
+        from sglang.test.kits.attention_unittest.runner_modes.speculative_draft_extend_runner import (
+            _make_eagle_draft_extend_input,
+        )
+
+        fb.forward_mode = ForwardMode.DRAFT_EXTEND_V2
+        fb.spec_info = _make_eagle_draft_extend_input(case, fb, device=dev)
+    return fb, prefix, ext, bases
+
+
+def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
+    from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
+
+    from sglang_dsv4_sparse.benchmarking import events_ms
+
+    dev = dep.device
+    gen = torch.Generator(device=dev).manual_seed(3)
+    ratios = ab.RATIOS if kind == "verify" else (0,)
+    with _spec_config(ntok):
+        fb, prefix, ext, bases = spec_batch(dep, kind, bs, ntok, ctx)
+        raw, ids = dep.c4_picks(prefix, ext, bases, gen)
+        q, sink = ab._query(bs * ntok, heads, gen, dev)
+        backend = factory(dep.runner)
+    layers = [dep.layer(i, heads) for i in range(len(ratios))]
+    row = {}
+    with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)):
+        backend.init_cuda_graph_state(max_bs=bs, max_num_tokens=bs * ntok)
+
+        def body():
+            backend.init_forward_metadata_in_graph(fb)
+            if 4 in ratios:  # stands for the C4 indexer: the same copy for both backends
+                backend.forward_metadata.core_attn_metadata.c4_sparse_page_indices[: bs * ntok, : ab.TOPK].copy_(ids)
+            return [
+                backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb, compress_ratio=ratios[i],
+                                save_kv_cache=False, attn_sink=sink)
+                for i in range(len(ratios))
+            ]
+
+        if dev != "cuda":
+            backend.init_forward_metadata(fb)
+            if 4 in ratios:
+                backend.forward_metadata.core_attn_metadata.c4_sparse_page_indices[: bs * ntok, : ab.TOPK].copy_(ids)
+            row["step"] = events_ms(lambda: [backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb,
+                                                             compress_ratio=ratios[i], save_kv_cache=False,
+                                                             attn_sink=sink) for i in range(len(ratios))], reps)
+            row["route"] = _route(backend)
+            return row
+        backend.init_forward_metadata_out_graph(fb, in_capture=True)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                body()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outs = body()
+        row["route"] = _route(backend)
+        backend.init_forward_metadata_out_graph(fb)
+        graph.replay()
+        torch.cuda.synchronize()
+        row["out"] = [o[:, :heads].float().cpu() for o in outs]  # compared across backends below
+        row["step"] = events_ms(graph.replay, max(reps, 20))
+    del graph, backend
+    return row
+
+
+def _route(backend):
+    step = getattr(backend, "_dsv4_step", None)
+    if step is None:
+        return "sglang"
+    return "verify" if getattr(step, "verify", None) is not None else step.route
+
+
+def key_bytes(kind, bs, ntok, ctx):
+    """Key bytes one replay reads on each route: SGLang's per token (window 128, C4 512, C128 ctx/128 rows
+    each), ours per request for the rows its draft tokens share (window 128 + ntok - 1, C128 once)."""
+    c128 = ctx // 128
+    window_theirs, window_ours = bs * ntok * 128, bs * (128 + ntok - 1)
+    if kind == "draft_extend":
+        return window_theirs * ROW_BYTES, window_ours * ROW_BYTES
+    c4 = bs * ntok * ab.TOPK
+    theirs = 3 * window_theirs + c4 + bs * ntok * c128
+    ours = 3 * window_ours + c4 + bs * c128
+    return theirs * ROW_BYTES, ours * ROW_BYTES
+
+
+def copy_ceiling_tbs(device):
+    """Device-to-device copy of 1 GiB: bytes read + written per second (the run's HBM ceiling)."""
+    if device != "cuda":
+        return None
+    from sglang_dsv4_sparse.benchmarking import events_ms
+
+    src = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = events_ms(lambda: dst.copy_(src), 10)
+    return 2 * src.numel() / ms / 1e9
+
+
+def main() -> int:
+    args = parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print_tables(saved["header"], saved["rows"], markdown=args.markdown)
+        return 0
+    print("stand-ins:", ab.stand_ins.install() or "none needed", flush=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.tiny:
+        from sglang_dsv4_sparse.benchmarking import no_gpu
+
+        return no_gpu("bench_sglang_verify.py", " (or --tiny for a CPU plumbing check)")
+    if device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+        import sglang.srt.layers.attention.deepseek_v4_backend as parent
+
+        parent._create_flashmla_metadata = lambda: None
+        parent.create_paged_compressor_data = lambda **_: None
+    rows_plan = grid(args)
+    max_reqs = max(b for _, _, b, _, _ in rows_plan)
+    max_context = max(c for *_, c in rows_plan)
+    full_tokens = max(b * (-(-c // ab.PAGE) * ab.PAGE) for _, _, b, _, c in rows_plan)
+    t0 = time.time()
+    dep = ab.Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
+    print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
+    factories = ab._factories()
+    names = ("ours",) if args.tiny else ("sglang", "ours")
+    ceiling = copy_ceiling_tbs(device)
+    results = []
+    for i, (kind, heads, bs, ntok, ctx) in enumerate(rows_plan, 1):
+        row = dict(kind=kind, heads=heads, bs=bs, ntok=ntok, ctx=ctx)
+        row["bytes_sglang"], row["bytes_ours"] = key_bytes(kind, bs, ntok, ctx)
+        for name in names:
+            try:
+                row[name] = bench_spec(dep, factories[name], name, kind, heads, bs, ntok, ctx, 2 if args.tiny else 15)
+            except Exception as exc:
+                traceback.print_exc()
+                row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        outs = [row.get(n, {}).pop("out", None) for n in ("sglang", "ours")]
+        if all(o is not None for o in outs):
+            row["max_diff"] = max(float((a - b).abs().max()) for a, b in zip(*outs))
+        results.append(row)
+        print(f"[{i}/{len(rows_plan)}, {time.time() - t0:.0f} s] {_brief(row)}", flush=True)
+    from sglang_dsv4_sparse.benchmarking import run_header
+
+    meta = run_header(ab.ROOT, packages=("sglang",))
+    meta["copy_tbs"] = ceiling
+    path = args.json or os.path.join(ab._default_out_dir(), "bench_sglang_verify.json")
+    with open(path, "w") as f:
+        json.dump(dict(header=meta, rows=results), f, indent=1)
+    print(f"bench_sglang_verify.py: wrote {path}", flush=True)
+    print_tables(meta, results, markdown=args.markdown)
+    return 0
+
+
+def _brief(row):
+    steps = [f"{n} {row[n]['step']:.3f} ({row[n].get('route')})" if "step" in row.get(n, {}) else f"{n} ERR"
+             for n in ("sglang", "ours") if n in row]
+    return f"{row['kind']} heads={row['heads']} bs={row['bs']} ntok={row['ntok']} ctx={row['ctx']}: " + ", ".join(steps)
+
+
+def _cells(row, ceiling):
+    theirs, ours = row.get("sglang", {}).get("step"), row.get("ours", {}).get("step")
+    ratio = f"{ours / theirs:.2f}" if theirs and ours else "-"
+    pair = " / ".join("-" if v is None else f"{v:.3f}" for v in (theirs, ours))
+    # Our route's key bytes over its replay time, against the copy ceiling of the same run.
+    tbs = row["bytes_ours"] / ours / 1e9 if ours else None
+    frac = f"{tbs:.2f} ({tbs / ceiling:.0%})" if tbs and ceiling else ("-" if tbs is None else f"{tbs:.2f}")
+    diff = f"{row['max_diff']:.4f}" if "max_diff" in row else "-"
+    return [row["heads"], row["bs"], row["ntok"], row["ctx"], pair, ratio, row.get("ours", {}).get("route", "-"),
+            f"{row['bytes_sglang'] / 1e6:.1f} / {row['bytes_ours'] / 1e6:.1f}", frac, diff]
+
+
+def print_tables(meta, rows, markdown=False):
+    from sglang_dsv4_sparse.benchmarking import header_line
+
+    ceiling = meta.get("copy_tbs")
+    cols = ["heads", "bs", "draft", "ctx", "step ms SGLang / ours", "ratio", "our route", "key MB SGLang / ours",
+            "ours TB/s (of copy)", "max |diff|"]
+    print(header_line(meta) + (f"; HBM copy ceiling {ceiling:.2f} TB/s" if ceiling else ""))
+    for kind, title in (("verify", "Target verify, one CUDA-graph replay (metadata + C0, C4, C128 layer)"),
+                        ("draft_extend", "Draft extend, one CUDA-graph replay (metadata + C0 layer)")):
+        table = [cols] + [_cells(r, ceiling) for r in rows if r["kind"] == kind]
+        if len(table) == 1:
+            continue
+        print(("\n" if markdown else "== ") + title + (":\n" if markdown else ""))
+        print("\n".join(ab._render(table, markdown)))
+    for kind in ("verify", "draft_extend"):
+        ratios = [r["ours"]["step"] / r["sglang"]["step"] for r in rows if r["kind"] == kind
+                  and "step" in r.get("ours", {}) and "step" in r.get("sglang", {})]
+        if ratios:
+            narrow = [r["ours"]["step"] / r["sglang"]["step"] for r in rows if r["kind"] == kind and r["heads"] < 64
+                      and r["bs"] >= 8 and "step" in r.get("ours", {}) and "step" in r.get("sglang", {})]
+            line = f"- {kind}: ours / SGLang {min(ratios):.2f}-{max(ratios):.2f}x, median {statistics.median(ratios):.2f}"
+            if narrow:
+                line += f"; at 8/16 heads and b >= 8: median {statistics.median(narrow):.2f}, worst {max(narrow):.2f}"
+            print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
