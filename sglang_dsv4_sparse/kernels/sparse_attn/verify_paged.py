@@ -175,9 +175,10 @@ def _sparse_verify_paged_kernel(
     split = rest % num_splits
     req = rest // num_splits
     # Clamped so that a query_start_loc breaking its contract reads and writes
-    # only tokens that exist.
-    start = tl.minimum(tl.maximum(tl.load(qsl_ptr + req).to(tl.int32), 0), num_tokens)
-    end = tl.minimum(tl.maximum(tl.load(qsl_ptr + req + 1).to(tl.int32), start), num_tokens)
+    # only tokens that exist, in the offsets' own type so that int64 values
+    # past 2**31 do not wrap first.
+    start = tl.minimum(tl.maximum(tl.load(qsl_ptr + req), 0), num_tokens).to(tl.int32)
+    end = tl.minimum(tl.maximum(tl.load(qsl_ptr + req + 1), start), num_tokens).to(tl.int32)
 
     m = tl.arange(0, BLOCK_M)
     j = m // HEADS
@@ -200,24 +201,25 @@ def _sparse_verify_paged_kernel(
         if DOT_FP32:
             q = q.to(tl.float32)
 
-        # Window lengths clamped to the row, as decode clamps topk_length.
-        n_t = tl.minimum(tl.maximum(tl.load(w_len_ptr + tok, mask=row_ok, other=0).to(tl.int32), 0), width)
-        n_f = tl.minimum(tl.maximum(tl.load(w_len_ptr + first).to(tl.int32), 0), width)
-        n_l = tl.minimum(tl.maximum(tl.load(w_len_ptr + last).to(tl.int32), 0), width)
+        # Lengths clamped to the row (as decode clamps topk_length): a bad one reads nothing outside it.
+        n_t = tl.minimum(tl.maximum(tl.load(w_len_ptr + tok, mask=row_ok, other=0), 0), width).to(tl.int32)
+        n_f = tl.minimum(tl.maximum(tl.load(w_len_ptr + first), 0), width).to(tl.int32)
+        n_l = tl.minimum(tl.maximum(tl.load(w_len_ptr + last), 0), width).to(tl.int32)
         w_row_f = w_idx_ptr + tl.cast(first, tl.int64) * stride_w_t
         w_row_l = w_idx_ptr + tl.cast(last, tl.int64) * stride_w_t
         # Token j's window ends at union key n_f + j (its own position) and
         # holds n_t keys; the union is n_f + s - 1 keys long.
         w_lo = n_f + j - n_t
         w_hi = n_f + j
-        # Union keys past n_f are the last token's entries n_l - (s - 1) ...
+        # Union key u >= n_f is the last token's column u + off_b: its last
+        # s - 1 valid entries, the positions from L_f on.
         off_b = n_l - (s - 1) - n_f
 
         x_n = tl.zeros([BLOCK_M], tl.int32)
         x_lo = tl.zeros([BLOCK_M], tl.int32)
         if X_SEGMENTS > 0:
             if HAS_X_LEN:
-                x_n = tl.minimum(tl.maximum(tl.load(x_len_ptr + tok, mask=row_ok, other=0).to(tl.int32), 0), x_width)
+                x_n = tl.minimum(tl.maximum(tl.load(x_len_ptr + tok, mask=row_ok, other=0), 0), x_width).to(tl.int32)
             else:
                 x_n = tl.full([BLOCK_M], 0, tl.int32) + x_width
             x_n = tl.where(row_ok, x_n, 0)
@@ -280,8 +282,9 @@ def _sparse_verify_paged_kernel(
         if WRITE_PARTIAL:
             has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in normalize
             l_ref = tl.where(has_keys, l_i, 1.0)
-            part = (split * num_tokens + tok) * h_q + heads
-            tl.store(part_o_ptr + part[:, None] * _HEAD_DIM + d[None, :], acc / l_ref[:, None], mask=row_ok[:, None])
+            part = (split.to(tl.int64) * num_tokens + tok) * h_q + heads
+            tl.store(part_o_ptr + part[:, None] * _HEAD_DIM + d[None, :], acc / l_ref[:, None],
+                     mask=row_ok[:, None])
             tl.store(part_lse_ptr + part, tl.where(has_keys, m_i + tl.log2(l_ref), float("-inf")), mask=row_ok)
         else:
             out, lse = normalize(acc, m_i, l_i, sink_ptr, heads, row_ok, HAS_SINK)
@@ -316,7 +319,9 @@ def sparse_mla_verify_paged(
         q: ``[T, h, 512]`` bf16, unit stride in the last dim; ``h`` 1..128.
         query_start_loc: ``[B + 1]`` int32/int64: request ``b``'s draft tokens
             are ``query_start_loc[b] .. query_start_loc[b + 1] - 1``, consecutive
-            positions in order; it starts at 0, never decreases and ends at ``T``.
+            positions in order; it starts at 0, never decreases and ends at ``T``
+            (otherwise the kernel clamps it to ``[0, T]``, and tokens that no
+            request covers are left unwritten).
         swa_cache: the SWA cache, FlashMLA's ``(num_pages, P, 1, 584)`` view or
             the ``(num_pages, page_bytes(P))`` cache with ``swa_page_size=P``.
         swa_indices: ``[T, W]`` int32/int64 SWA-cache ids of each token's window.
@@ -603,8 +608,10 @@ def _check_verify_contract(
         if first == end:
             continue
         if not 1 <= lens[first] <= width:
-            raise ValueError(f"swa_lens[{first}]={lens[first]} must be in [1, {width}] (the first token of request {b})")
-        # Positions relative to the first token's cached length.
+            raise ValueError(
+                f"swa_lens[{first}]={lens[first]} must be in [1, {width}] (the first token of request {b})"
+            )
+        # Slot p holds the id of position L_f - n_f + p: the request's union from its first token's window on.
         span = torch.full((lens[first] + end - first - 1,), unset, dtype=torch.int64)
         for t in range(first, end):
             n = lens[t]

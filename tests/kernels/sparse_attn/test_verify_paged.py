@@ -127,7 +127,8 @@ def _case(gen, device, prefix_lens, draft_counts, h, ratio=0, *, width=WINDOW, x
     t = sum(draft_counts)
     qsl = torch.zeros(len(draft_counts) + 1, dtype=torch.int32)
     qsl[1:] = torch.cumsum(torch.tensor(draft_counts, dtype=torch.int32), 0)
-    kw = dict(q=(torch.randn(t, h, L.HEAD_DIM, generator=gen) * 2).to(torch.bfloat16), query_start_loc=qsl,
+    # Logits of about unit spread: every key carries weight, so one key seen or missed shows in lse.
+    kw = dict(q=(torch.randn(t, h, L.HEAD_DIM, generator=gen) * 0.1).to(torch.bfloat16), query_start_loc=qsl,
               swa_cache=swa_cache, swa_page_size=L.SWA_PAGE_SIZE, sm_scale=L.SOFTMAX_SCALE, **rows)
     if sink:
         kw["attn_sink"] = torch.randn(h, generator=gen) * 2
@@ -190,6 +191,16 @@ def test_split_rule_splits_a_small_batch(gen, device, ratio):
     ref = _reference(kw)
     _check(sparse_mla_verify_paged(**kw), ref)
     _check(sparse_mla_verify_paged(**kw, num_splits=1), ref)
+
+
+@pytest.mark.parametrize("tokens", [2, 8])
+def test_c128_rows_clamped_to_one(gen, device, tokens):
+    # Draft tokens crossing position 128: the first ones have no compressed row
+    # yet (length clamped to 1 over -1), the later ones see row 0, in one pass
+    # (8) and in passes that mix both kinds (2).
+    kw = _case(gen, device, [124, 300], [8, 2], 8, 128, holes=0.0, past_end=0.0)
+    assert kw["extra_indices"][:3, 0].eq(-1).all() and kw["extra_indices"][3:8, 0].ge(0).all()
+    _check(sparse_mla_verify_paged(**kw, tokens_per_request=tokens), _reference(kw))
 
 
 @pytest.mark.parametrize("tokens", [1, 2, 8])
