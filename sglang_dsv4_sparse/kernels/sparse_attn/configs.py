@@ -285,18 +285,20 @@ def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[Kernel
 # block (one warpgroup pair holds its [64, 512] fp32 accumulator).
 VERIFY_MAX_ROWS = MAX_BLOCK_H
 
-# Not yet timed on a GPU: the first entries are the unpipelined shapes that
-# measured fastest for small decode grids (DECODE_CONFIGS_WIDE_FEW /
-# DECODE_CONFIGS_NARROW_FEW; a verify batch is a few requests), then smaller
-# key tiles for devices with less shared memory.
+# Not yet timed on a GPU.  Wide (64 rows): the decode kernel's measured
+# first choice for small grids (64-key tiles, 8 warps, score dot split across
+# the warpgroups), then smaller key tiles.  Narrow (16 or 32 rows): 32-key
+# tiles on 8 warps first: with 64-key tiles ptxas spilled several times as
+# much here as in the decode kernel at the same shape (sm_90, Triton 3.7,
+# ``ptxas -v``; the nested pass/segment/key loops keep more state live).
 VERIFY_CONFIGS_WIDE = (
-    KernelConfig(64, 8, 1),
+    KernelConfig(64, 8, 1, split_scores=True),
     KernelConfig(32, 8, 1),
     KernelConfig(16, 8, 1),
 )
 VERIFY_CONFIGS_NARROW = (
-    KernelConfig(64, 4, 1),
-    KernelConfig(32, 4, 1),
+    KernelConfig(32, 8, 1),
+    KernelConfig(64, 8, 1),
     KernelConfig(16, 4, 1),
 )
 

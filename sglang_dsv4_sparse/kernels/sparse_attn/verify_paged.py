@@ -167,6 +167,7 @@ def _sparse_verify_paged_kernel(
     HAS_SINK: tl.constexpr,
     WRITE_PARTIAL: tl.constexpr,
     DOT_FP32: tl.constexpr,
+    SPLIT_SCORES: tl.constexpr,
 ):
     pid = tl.program_id(0)
     # Head blocks of a request are adjacent (they read the same key rows), then splits.
@@ -277,7 +278,7 @@ def _sparse_verify_paged_kernel(
                 see = (
                     row_ok[:, None] & live[None, :] & (u[None, :] >= lo[:, None]) & (u[None, :] < hi[:, None])
                 )
-                m_i, l_i, acc = masked_softmax_step(q, k, see, m_i, l_i, acc, scale_log2, False, DOT_FP32)
+                m_i, l_i, acc = masked_softmax_step(q, k, see, m_i, l_i, acc, scale_log2, SPLIT_SCORES, DOT_FP32)
 
         if WRITE_PARTIAL:
             has_keys = l_i != 0  # a NaN sum (NaN in q) stays NaN, as in normalize
@@ -538,6 +539,7 @@ def sparse_mla_verify_paged_unchecked(
             HAS_SINK=attn_sink is not None,
             WRITE_PARTIAL=partial,
             DOT_FP32=dot_fp32,
+            SPLIT_SCORES=cfg.split_scores,
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )

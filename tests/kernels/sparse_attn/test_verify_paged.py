@@ -12,7 +12,12 @@ import torch
 
 from sglang_dsv4_sparse import layout as L
 from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged, sparse_mla_verify_paged
-from sglang_dsv4_sparse.kernels.sparse_attn.configs import VERIFY_MAX_ROWS, verify_tile
+from sglang_dsv4_sparse.kernels.sparse_attn.configs import (
+    VERIFY_CONFIGS_NARROW,
+    VERIFY_CONFIGS_WIDE,
+    VERIFY_MAX_ROWS,
+    verify_tile,
+)
 from sglang_dsv4_sparse.random_inputs import random_rows, written_cache
 from sglang_dsv4_sparse.reference import sparse_verify_paged_reference
 from testing import assert_attention_close, huge_cache
@@ -182,6 +187,15 @@ def test_matches_the_decode_kernel(gen, device):
     )
     assert_attention_close(got[0], out[:, 0].float())
     torch.testing.assert_close(got[1], lse[:, :, 0], atol=1e-5, rtol=8.01 / 65536)
+
+
+def test_every_builtin_config_agrees(gen, device):
+    # Every key-tile size and the split score dot, with and without split-KV.
+    kw = _case(gen, device, [140], [3], 16, 128)
+    ref = _reference(kw)
+    for cfg in dict.fromkeys(VERIFY_CONFIGS_WIDE + VERIFY_CONFIGS_NARROW):
+        for splits in (1, 3):
+            _check(sparse_mla_verify_paged(**kw, config=cfg, num_splits=splits), ref)
 
 
 @pytest.mark.parametrize("ratio", [4, 128])
