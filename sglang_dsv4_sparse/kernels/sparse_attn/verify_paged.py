@@ -38,8 +38,8 @@ Design:
   sees its entries ``i < extra_lens[t]``, except entry 0 when its own entry 0
   is not a valid id (a length clamped to 1 for a token with no row yet).
 * C4: each token's picks are walked in turn, the other tokens' q rows masked
-  for those blocks: each pick is read once, for some wasted MMA work, which at
-  8-16 heads is not what bounds the time.
+  for those blocks: each pick is read once, for some wasted MMA work (at 8-16
+  heads the row reads, not the MMAs, are expected to set the time).
 * One online softmax per q row over its window and compressed keys; the sink
   at the end (``common.normalize``).  Gather and dequant are the paged decode
   kernel's (``decode_paged._gather_rows`` / ``_dequant_rows``, int64 offsets).
@@ -56,6 +56,9 @@ is read or written out of bounds whatever the values; a row that breaks the
 contract gives a result that may differ from its decode but stays in bounds.
 With bounds checking on, the host checks the contract and raises
 ``ValueError`` naming the field.
+
+Status: checked against the reference in the Triton interpreter and compiled
+for sm_90 (ptxas) without a GPU; not yet run or timed on one.
 """
 
 from __future__ import annotations
