@@ -345,6 +345,45 @@ def sparse_decode_paged_reference(
     return out.view(b, s_q, h, d_v), lse.view(b, s_q, h).transpose(1, 2)
 
 
+def sparse_verify_paged_reference(
+    q: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    swa_cache: torch.Tensor,
+    swa_page_size: int,
+    swa_indices: torch.Tensor,
+    swa_lens: torch.Tensor,
+    sm_scale: float,
+    attn_sink: Optional[torch.Tensor] = None,
+    extra_k_cache: Optional[torch.Tensor] = None,
+    extra_page_size: Optional[int] = None,
+    extra_indices: Optional[torch.Tensor] = None,
+    extra_lens: Optional[torch.Tensor] = None,
+    extra_shared: bool = False,
+):
+    """Reference for :func:`~sglang_dsv4_sparse.kernels.sparse_attn.sparse_mla_verify_paged`.
+
+    A verify step is, by definition, every draft token run as a paged decode
+    query of its own: this is :func:`sparse_decode_paged_reference` on each
+    token's own rows (``q [T, h, 512]`` as ``T`` rows of one query, ``swa_indices
+    [T, W]`` / ``swa_lens [T]`` the primary rows and lengths, the optional
+    ``extra_indices [T, K]`` / ``extra_lens [T]`` the compressed ones), with
+    the same skipping, sink and empty-row rule.  ``query_start_loc`` and
+    ``extra_shared`` describe how the kernel shares rows between the tokens of a
+    request and do not change the result; they are taken (and ignored) so that
+    the two signatures match.  Returns fp32 ``(out [T, h, 512], lse [T, h])``.
+    """
+    del query_start_loc, extra_shared
+    num_tokens, heads, dim = q.shape
+    if num_tokens == 0:
+        return q.new_zeros((0, heads, dim), dtype=torch.float32), q.new_zeros((0, heads), dtype=torch.float32)
+    out, lse = sparse_decode_paged_reference(
+        q.view(num_tokens, 1, heads, dim), swa_cache, swa_page_size, swa_indices.unsqueeze(1), swa_lens, sm_scale,
+        attn_sink, extra_k_cache, extra_page_size, None if extra_indices is None else extra_indices.unsqueeze(1),
+        extra_lens,
+    )
+    return out[:, 0], lse[:, :, 0]
+
+
 def layer_attention_reference(
     inputs,
     q: torch.Tensor,

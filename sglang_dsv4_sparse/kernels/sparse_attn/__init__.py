@@ -5,6 +5,9 @@
 * :func:`sparse_mla_decode_paged`: the sparse fp8 subset of FlashMLA's
   ``flash_mla_with_kvcache``, reading the paged V4 caches and dequantizing in
   the attention loop.
+* :func:`sparse_mla_verify_paged`: a speculative-decoding verify step over the
+  same caches, each draft token as its own decode query, the rows a request's
+  draft tokens share read once per request.
 
 ``common.py`` holds the ``@triton.jit`` steps both kernels share, ``configs.py``
 how they are launched (:class:`KernelConfig` and the lists tried per head count
@@ -15,5 +18,6 @@ and grid size).  The staged decode baseline the benchmark compares against is
 from .configs import KernelConfig
 from .decode_paged import sparse_mla_decode_paged
 from .prefill import sparse_mla_fwd
+from .verify_paged import sparse_mla_verify_paged
 
-__all__ = ["KernelConfig", "sparse_mla_decode_paged", "sparse_mla_fwd"]
+__all__ = ["KernelConfig", "sparse_mla_decode_paged", "sparse_mla_fwd", "sparse_mla_verify_paged"]

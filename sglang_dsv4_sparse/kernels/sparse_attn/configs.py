@@ -275,3 +275,48 @@ def decode_configs(h_q: int, block_h: int, rows: int) -> tuple[str, tuple[Kernel
     if programs <= NARROW_FEW_MAX_PROGRAMS:
         return "narrow-few", DECODE_CONFIGS_NARROW_FEW
     return "narrow-many", DECODE_CONFIGS_NARROW_MANY
+
+
+# ---------------------------------------------------------------- verify
+
+# The verify kernel (verify_paged.py) stacks a request's draft tokens and a
+# block of heads into one tile of q rows, so that each key row gathered for
+# the request serves every token that may see it.  64 rows is the wide decode
+# block (one warpgroup pair holds its [64, 512] fp32 accumulator).
+VERIFY_MAX_ROWS = MAX_BLOCK_H
+
+# Not yet timed on a GPU.  Wide (64 rows): the decode kernel's measured
+# first choice for small grids (64-key tiles, 8 warps, score dot split across
+# the warpgroups), then smaller key tiles.  Narrow (16 or 32 rows): 32-key
+# tiles on 8 warps first: with 64-key tiles ptxas spilled several times as
+# much here as in the decode kernel at the same shape (sm_90, Triton 3.7,
+# ``ptxas -v``; the nested pass/segment/key loops keep more state live).
+VERIFY_CONFIGS_WIDE = (
+    KernelConfig(64, 8, 1, split_scores=True),
+    KernelConfig(32, 8, 1),
+    KernelConfig(16, 8, 1),
+)
+VERIFY_CONFIGS_NARROW = (
+    KernelConfig(32, 8, 1),
+    KernelConfig(64, 8, 1),
+    KernelConfig(16, 4, 1),
+)
+
+
+def verify_tile(h_q: int, tokens_per_request: int) -> tuple[int, int, int]:
+    """``(tokens, heads, rows)`` of a verify program's tile, from shapes only.
+
+    ``tokens``: ``tokens_per_request`` rounded up to a power of two (at most
+    64); ``heads``: as many of the ``h_q`` heads (rounded up to a power of two)
+    as fit ``VERIFY_MAX_ROWS`` rows beside them; ``rows``: ``tokens * heads``,
+    at least ``MIN_BLOCK_H`` (a dot's smallest M; the extra rows are masked).
+    A request with more tokens than ``tokens`` is walked in several passes.
+    """
+    tokens = min(triton.next_power_of_2(max(tokens_per_request, 1)), VERIFY_MAX_ROWS)
+    heads = min(triton.next_power_of_2(max(h_q, 1)), max(1, VERIFY_MAX_ROWS // tokens))
+    return tokens, heads, max(MIN_BLOCK_H, tokens * heads)
+
+
+def verify_configs(rows: int) -> tuple[KernelConfig, ...]:
+    """The verify launch configurations to try, in order, for a tile of ``rows`` q rows."""
+    return VERIFY_CONFIGS_WIDE if rows == VERIFY_MAX_ROWS else VERIFY_CONFIGS_NARROW
