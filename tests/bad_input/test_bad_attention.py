@@ -208,14 +208,15 @@ def test_sparse_mla_decode_paged(cases, gen):
 
 
 def _verify_rows(prefix_lens, drafts, swa_offsets, x_offsets, width):
-    """Index rows in SGLang's verify layout: consecutive SWA ids per request, C128 rows clamped to 1."""
+    """Index rows in SGLang's verify layout: consecutive SWA ids per request (a window newest first),
+    C128 rows clamped to 1."""
     swa, swa_lens, x, x_lens = [], [], [], []
     for p0, s, off, x_off in zip(prefix_lens, drafts, swa_offsets, x_offsets):
         for j in range(s):
             cached = p0 + j + 1
             n = min(cached, L.SWA_WINDOW)
             row = torch.full((width,), -1)
-            row[:n] = off + torch.arange(cached - n, cached) - max(p0 + 1 - L.SWA_WINDOW, 0)
+            row[:n] = (off + torch.arange(cached - n, cached) - max(p0 + 1 - L.SWA_WINDOW, 0)).flip(0)  # newest first
             swa.append(row)
             swa_lens.append(n)
             count = cached // 128

@@ -13,8 +13,8 @@ Inputs, per token ``t`` (SGLang's decode layout):
 * ``swa_indices[t, :swa_lens[t]]``: SWA-cache ids of the token's window.  The
   contract (SGLang's standard layout): the tokens of a request are consecutive
   positions, and token ``t`` with cached length ``L_t`` has ``n_t =
-  min(L_t, 128)`` entries, the ids of positions ``L_t - n_t .. L_t - 1`` in
-  order (-1 for a hole).
+  min(L_t, 128)`` entries, the ids of positions ``L_t - 1, L_t - 2, ..,
+  L_t - n_t``, newest first as SGLang's metadata lists them (-1 for a hole).
 * optional compressed rows ``extra_indices[t, :extra_lens[t]]``: with
   ``extra_shared`` (C128) each token's row is a prefix of the next token's
   (a length clamped to 1 where a token has no row yet may hold a -1 of its
@@ -29,9 +29,9 @@ Design:
   [512, BLOCK_N]`` dot for all of them, and a per-row mask says which q rows
   may see which key.  A request with more tokens than the tile takes several
   passes; tile rows past a request's tokens are masked.
-* Window: the union of the tokens' windows is the first token's row followed
-  by the last ``S - 1`` valid entries of the last token's row, which are the
-  positions from ``L_f`` on.  Union key ``u`` sits at position ``L_f - n_f +
+* Window: the union of the tokens' windows is the first token's row and the
+  first ``S - 1`` entries of the last token's row (newest first: the
+  positions from ``L_f`` on).  Union key ``u`` sits at position ``L_f - n_f +
   u``, so token ``j`` of the pass sees it while ``n_f + j - n_t <= u < n_f +
   j``: positions come from the contract, no positions tensor is read.
 * C128 (``extra_shared``): the last token's row is walked once; token ``t``
@@ -103,18 +103,20 @@ _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
 @triton.jit
 def _segment_ids(
-    u, n_keys, split_at, row_a, lim_a, row_b, off_b, lim_b, is_extra, k_capacity, x_capacity,
+    u, n_keys, split_at, row_a, base_a, lim_a, row_b, base_b, lim_b, step, is_extra, k_capacity, x_capacity,
 ):
     """Token ids of keys ``u`` of one segment: ``(loc int64, live)``.
 
-    Key ``u < split_at`` is column ``u`` of index row ``row_a`` (below
-    ``lim_a``), a later one column ``u + off_b`` of ``row_b`` (in ``[0,
-    lim_b)``): the window union's two sources; a compressed segment has one.
-    Keys past ``n_keys``, holes and ids past the cache come back as 0, not live.
+    Key ``u < split_at`` is column ``base_a + step * u`` of index row ``row_a``
+    (in ``[0, lim_a)``), a later one column ``base_b + step * u`` of ``row_b``
+    (in ``[0, lim_b)``): the window union's two sources, walked newest-first
+    rows backwards (``step`` -1); a compressed segment has one source read
+    forwards (``step`` 1). Keys past ``n_keys``, holes and ids past the cache
+    come back as 0, not live.
     """
     from_a = u < split_at
-    col = tl.where(from_a, u, u + off_b)
-    ok = (u < n_keys) & tl.where(from_a, u < lim_a, (col >= 0) & (col < lim_b))
+    col = tl.where(from_a, base_a, base_b) + step * u
+    ok = (u < n_keys) & (col >= 0) & (col < tl.where(from_a, lim_a, lim_b))
     col = tl.where(ok, col, 0)
     loc = tl.load(tl.where(from_a, row_a + col, row_b + col), mask=ok, other=-1).to(tl.int64)
     live = ok & (loc >= 0) & (loc < tl.where(is_extra, x_capacity, k_capacity))
@@ -215,9 +217,12 @@ def _sparse_verify_paged_kernel(
         # holds n_t keys; the union is n_f + s - 1 keys long.
         w_lo = n_f + j - n_t
         w_hi = n_f + j
-        # Union key u >= n_f is the last token's column u + off_b: its last
-        # s - 1 valid entries, the positions from L_f on.
-        off_b = n_l - (s - 1) - n_f
+        # SGLang lists a window newest first: column c of token t is position
+        # L_t - 1 - c. Union key u (position L_f - n_f + u) is the first token's
+        # column n_f - 1 - u, and from u = n_f on (positions L_f ..) the last
+        # token's column (s - 1) + n_f - 1 - u, one of its first s - 1.
+        w_base_a = n_f - 1
+        w_base_b = n_f + s - 2
 
         x_n = tl.zeros([BLOCK_M], tl.int32)
         x_lo = tl.zeros([BLOCK_M], tl.int32)
@@ -265,10 +270,12 @@ def _sparse_verify_paged_kernel(
                     n_keys,
                     tl.where(is_extra, x_keys, n_f),
                     tl.where(is_extra, x_row, w_row_f),
+                    tl.where(is_extra, 0, w_base_a),
                     tl.where(is_extra, x_width, width),
                     w_row_l,
-                    off_b,
+                    w_base_b,
                     n_l,
+                    tl.where(is_extra, 1, -1),
                     is_extra,
                     k_capacity,
                     x_capacity,
@@ -330,8 +337,8 @@ def sparse_mla_verify_paged(
             the ``(num_pages, page_bytes(P))`` cache with ``swa_page_size=P``.
         swa_indices: ``[T, W]`` int32/int64 SWA-cache ids of each token's window.
         swa_lens: ``[T]`` int32/int64: the counted entries of each row.  Together
-            SGLang's layout: a token with cached length ``L`` has ``min(L, 128)``
-            entries, the ids of positions ``L - n .. L - 1`` (-1 a hole).
+            SGLang's layout: a token with cached length ``L`` has ``n = min(L, 128)``
+            entries, the ids of positions ``L - 1, .., L - n``, newest first (-1 a hole).
         attn_sink: optional ``[h]`` fp32: output scaled by ``1 / (1 + exp(sink - lse))``.
         extra_k_cache, extra_indices, extra_lens: an optional compressed cache
             (its own page size), ``[T, K]`` ids into it and ``[T]`` counted
@@ -627,7 +634,8 @@ def _check_verify_contract(
                 )
             if n > width:
                 raise ValueError(f"swa_lens[{t}]={n} exceeds the {width} columns of swa_indices")
-            pos = torch.arange(n) + (lens[first] + t - first - n)
+            # Newest first: column c is position L_t - 1 - c, slot lens[first] + (t - first) - 1 - c.
+            pos = (lens[first] + t - first - 1) - torch.arange(n)
             have = span[pos]
             row = ids[t, :n]
             clash = (have != unset) & (have != row)

@@ -86,7 +86,7 @@ def _rows(gen, pools, prefix_lens, draft_counts, ratio, width, x_width):
             cached = p0 + j + 1  # the token's own position is already written
             n = min(cached, WINDOW)
             row = torch.full((width,), -1, dtype=torch.int64)
-            row[:n] = pools.swa_ids[r][cached - n:cached]
+            row[:n] = pools.swa_ids[r][cached - n:cached].flip(0)  # newest first, as SGLang lists a window
             swa_rows.append(row)
             swa_lens.append(n)
             if ratio == 128:
