@@ -27,7 +27,7 @@ for a in "$@"; do
     --skip-verify-ab) SKIP_VERIFY_AB=1 ;;
     --skip-soak) SKIP_SOAK=1 ;;
     --quick) QUICK="--quick" ;;
-    -h|--help) sed -n 2,19p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n 2,18p "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "gpu_sglang_check.sh: unknown argument '$a'" >&2; exit 2 ;;
   esac
 done
