@@ -313,6 +313,15 @@ def _wall_ms(fn, device, reps):
     return statistics.median(times)
 
 
+def at_rank_heads(backend, heads):
+    """``backend`` as a rank of ``heads`` real heads builds it: our backend routes each step at metadata
+    time by the heads the model config gives a rank (heads / TP). The deployment's one model config is at
+    the kernel width (64), its layers at ``heads``."""
+    if hasattr(backend, "_dsv4_router_heads"):
+        backend._dsv4_router_heads = heads
+    return backend
+
+
 def bench_extend(dep, factory, name, heads, prefix, ext, reps, mode="EXTEND", breakdown=None):
     from sglang.srt.environ import envs
 
@@ -324,7 +333,7 @@ def bench_extend(dep, factory, name, heads, prefix, ext, reps, mode="EXTEND", br
     fb, bases, _ = dep.batch(mode, prefix, ext)
     raw, ids = dep.c4_picks(prefix, ext, bases, gen)
     q, sink = _query(sum(ext), heads, gen, dev)
-    backend = factory(dep.runner)
+    backend = at_rank_heads(factory(dep.runner), heads)
     layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
     row = {}
     with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)), \
@@ -441,7 +450,7 @@ def save_traces(dep, factories, heads, prefix, ext, out_dir):
         gen = torch.Generator(device=dep.device).manual_seed(1)
         raw, ids = dep.c4_picks(prefix, ext, bases, gen)
         q, sink = _query(sum(ext), heads, gen, dep.device)
-        backend = factories[name](dep.runner)
+        backend = at_rank_heads(factories[name](dep.runner), heads)
         layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
         with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)), \
                 envs.SGLANG_OPT_FLASHMLA_SPARSE_PREFILL.override(True):
@@ -477,7 +486,7 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
     fb, bases, _ = dep.batch("DECODE", prefix, ext)
     raw, ids = dep.c4_picks(prefix, ext, bases, gen)
     q, sink = _query(bs, heads, gen, dev)
-    backend = factory(dep.runner)
+    backend = at_rank_heads(factory(dep.runner), heads)
     layers = [dep.layer(i, heads) for i in range(len(RATIOS))]
     row = {}
     with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)):

@@ -139,7 +139,7 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
         fb, prefix, ext, bases = spec_batch(dep, kind, bs, ntok, ctx)
         raw, ids = dep.c4_picks(prefix, ext, bases, gen)
         q, sink = ab._query(bs * ntok, heads, gen, dev)
-        backend = factory(dep.runner)
+        backend = ab.at_rank_heads(factory(dep.runner), heads)
     layers = [dep.layer(i, heads) for i in range(len(ratios))]
     row = {}
     with torch.no_grad(), forward_context(ForwardContext(attn_backend=backend)):
