@@ -101,6 +101,14 @@ from 120k) and the plan's one-launch tables have not yet run inside the step: th
 (`bash scripts/gpu_sglang_check.sh`) measures them, at 64/128 heads and on decode too.
 """,
     """
+Reliability under churn: `scripts/soak_sglang.py` runs random steps through SGLang's `ForwardBatch` on one
+pool for both backends (requests arriving and finishing, extend, decode and mixed batches, chunked
+prefill of prompts up to 128k, prefix-cache hits, decode batches of 1 to 128, 8/16/64 heads, our routes on
+every layer), compares ours with SGLang's every 20th step within the kit's tolerance, checks for non-finite
+output and reads `torch.cuda.max_memory_allocated` every 500 steps after warm-up. Goal: 0 mismatches, 0 drift.
+""",
+    ("soak_sglang.py", "soak_sglang.json"),
+    """
 ## 5. Sparse prefill at a rank's head counts (`scripts/bench_prefill_routes.py`)
 
 One layer's `prefill_layer` (staging included) on each route of one request: "index" is one index row a

@@ -175,6 +175,8 @@ def parse_args(argv=None):
                    help="what compare steps check ours against (default: sglang on CUDA, reference on CPU)")
     p.add_argument("--json", default=None, help="report path (default: $OUT/soak_sglang.json, ./gpu_check_out/ without OUT)")
     p.add_argument("--dry-run", action="store_true", help="schedule the steps and print their coverage; run nothing")
+    p.add_argument("--from-json", default=None, help="print an earlier run's summary from its report and exit")
+    p.add_argument("--markdown", action="store_true", help="with --from-json: as a Markdown block with its run line")
     args = p.parse_args(argv)
     profile = PROFILES["tiny" if args.tiny else "quick" if args.quick else "full"]
     args.profile_name = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -772,6 +774,18 @@ def dry_run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            report = json.load(f)
+        if args.markdown:
+            c = report["config"]
+            run = "python scripts/soak_sglang.py" + {"quick": " --quick", "tiny": " --tiny"}.get(c["profile"], "")
+            print(f"Run line: `{run} --seed {c['seed']}` ({c['steps_requested']} steps, compared every "
+                  f"{c['compare_every']}th).\n\n```")
+        print_summary(report, args.from_json)
+        if args.markdown:
+            print("```")
+        return 0
     if args.dry_run:
         return dry_run(args)
     t_start = time.time()
