@@ -23,9 +23,9 @@ PY_SCRIPTS = sorted(p.name for p in SCRIPTS.glob("*.py"))
 # The _-prefixed ones are sourced, never run.
 SH_SCRIPTS = sorted(p.name for p in SCRIPTS.glob("*.sh") if not p.name.startswith("_"))
 
-# Need a GPU and stop without one. bench_sglang_ab.py is left out while it is changed elsewhere
-# (it still exits 2 there).
+# Need a GPU and stop without one.
 GPU_PY_SCRIPTS = ["bench_attention.py", "bench_kernels.py", "bench_prefill_routes.py", "bench_sglang_ab.py",
+                  "bench_sglang_verify.py",
                   "e2e_stack.py", "sglang_kit_matrix.py"]
 GPU_SH_SCRIPTS = ["gpu_check.sh", "gpu_sglang_check.sh", "profile.sh", "serve.sh"]
 
