@@ -1,6 +1,7 @@
 """SGLang's DSv4 attention kit against both backends, every case, 8 to 128 heads (GPU).
 
-    python scripts/sglang_kit_matrix.py [--heads 8,16,64,128] [--json FILE] [--no-graph]
+    python scripts/sglang_kit_matrix.py [--heads 8,16,64,128] [--drafts 2,3,4] [--json FILE] [--no-graph]
+                                        [--no-spec] [--expect-ours-for-spec]
     python scripts/sglang_kit_matrix.py --from-json sglang_kit_matrix.json [--markdown]
 
 Runs every ``make_dsv4_cases`` case as a window-only, C4 and C128 layer
@@ -10,9 +11,23 @@ inputs. A rank of fewer than 64 heads hands both backends the query
 zero-padded to 64, as the DSv4 model does. Each backend must match the kit's
 reference, and ours must match SGLang's, with the kit's tolerance. Then the
 kit's CUDA-graph decode runner (``run_dsv4_cuda_graph_decode_case``) on each
-decode case and ratio for both backends. Prints a summary table last; exit
-status 1 if anything failed. Every row goes to ``--json FILE``, by default
-``$OUT/sglang_kit_matrix.json``, or with OUT unset to
+decode case and ratio for both backends.
+
+The speculative steps (DSV4_SPEC.md section 4b) too: target verify as a
+window-only, C4 and C128 layer and draft extend (window-only), 2 to 4 draft
+tokens per request, one request or three (one prefix shorter than the window,
+one whose drafts cross a page boundary), through both backends against the
+kit's reference (``route`` verify / draft_ext in the table; ``ours ran``: the
+cases whose attention our core ran, where our backend did not hand them to
+SGLang's), then the kit's CUDA-graph verify runner
+(``run_dsv4_eagle_verify_cuda_graph_case``: replay matches the reference and
+the eager run) on each ratio and draft count for both backends. The kit has
+no DSv4 CUDA-graph runner for draft extend. ``--expect-ours-for-spec`` (or
+``kit_runner.EXPECT_OURS_FOR_SPEC``) fails a speculative case SGLang's
+attention ran.
+
+Prints a summary table last; exit status 1 if anything failed. Every row
+goes to ``--json FILE``, by default ``$OUT/sglang_kit_matrix.json``, or with OUT unset to
 ``gpu_check_out/sglang_kit_matrix.json`` in this checkout (the folder
 ``scripts/gpu_sglang_check.sh``, which runs this script, sets OUT to).
 Imports the test-only stand-ins and helpers from ``tests/sglang``.
@@ -48,7 +63,13 @@ def main() -> int:
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="write every row here (default: $OUT/sglang_kit_matrix.json, or with OUT unset "
                              "gpu_check_out/sglang_kit_matrix.json in this checkout)")
-    parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph decode runner")
+    parser.add_argument("--no-graph", action="store_true", help="skip the CUDA-graph decode and verify runners")
+    parser.add_argument("--no-spec", action="store_true", help="skip the speculative (verify, draft extend) cases")
+    parser.add_argument("--drafts", default=None,
+                        help="comma-separated draft tokens per request (speculative cases; default 2,3,4)")
+    parser.add_argument("--expect-ours-for-spec", action="store_true",
+                        help="fail a speculative case whose attention SGLang's backend ran (default: "
+                             "kit_runner.EXPECT_OURS_FOR_SPEC)")
     parser.add_argument("--from-json", metavar="FILE", help="print the summary of a saved sglang_kit_matrix.json and exit")
     parser.add_argument("--markdown", action="store_true", help="print the summary as BENCHMARKS.md shows it")
     args = parser.parse_args()
@@ -59,7 +80,7 @@ def main() -> int:
             print("\n".join(_markdown(saved)))
             return 0
         heads_list = sorted({r["heads"] for r in saved["kit"]})
-        return _summary(saved["kit"], saved["graph"], heads_list)
+        return _summary(saved["kit"], saved["graph"], heads_list, saved.get("spec_graph", []))
     import torch
 
     from sglang_dsv4_sparse.benchmarking import no_gpu
@@ -69,13 +90,18 @@ def main() -> int:
     print("stand-ins:", stand_ins.install() or "none needed", flush=True)
 
     import kit_runner as kr
+    if args.expect_ours_for_spec:
+        kr.EXPECT_OURS_FOR_SPEC = True
     heads_list = [int(h) for h in args.heads.split(",")]
+    drafts_list = [int(d) for d in args.drafts.split(",")] if args.drafts else list(kr.DRAFT_COUNTS)
+    if args.no_spec:
+        drafts_list = []
     testcase = unittest.TestCase()
     rows = []
     t_start = time.time()
     total = sum(
         1 for _ in heads_list for case in kr.all_cases() for _ in kr.RATIOS for _ in kr.sparse_prefill_choices(case)
-    )
+    ) + len(heads_list) * sum(map(len, kr.SPEC_RATIOS.values())) * len(drafts_list) * len(kr.SPEC_PREFIXES)
     done = 0
     for heads in heads_list:
         for case in kr.all_cases():
@@ -105,15 +131,90 @@ def main() -> int:
                     rows.append(row)
                     if row["status"] != "pass" or done % 40 == 0:
                         print(f"[{done}/{total}, {time.time() - t_start:.0f} s] {row}", flush=True)
+    for heads in heads_list:
+        for kind, ratios in kr.SPEC_RATIOS.items():
+            for ratio in ratios:
+                for drafts in drafts_list:
+                    for prefixes in kr.SPEC_PREFIXES.values():
+                        done += 1
+                        rows.append(_spec_row(kr, testcase, kind, ratio, heads, drafts, prefixes))
+                        if rows[-1]["status"] != "pass" or done % 40 == 0:
+                            print(f"[{done}/{total}, {time.time() - t_start:.0f} s] {rows[-1]}", flush=True)
     graph_rows = [] if args.no_graph else _graph_runner(kr, testcase)
+    spec_graph_rows = [] if args.no_graph or not drafts_list else _spec_graph_runner(kr, testcase, drafts_list)
     from sglang_dsv4_sparse.benchmarking import json_path, run_header, save_json
 
     out_path = json_path(JSON_NAME, args.json) or os.path.join(ROOT, "gpu_check_out", JSON_NAME)
-    save_json(JSON_NAME, dict(header=run_header(ROOT, packages=("sglang",)), kit=rows, graph=graph_rows), out_path)
+    save_json(JSON_NAME, dict(header=run_header(ROOT, packages=("sglang",)), kit=rows, graph=graph_rows,
+                              spec_graph=spec_graph_rows), out_path)
     print(f"rows saved to {out_path}", flush=True)
     if args.markdown:
-        print("\n".join(_markdown(dict(kit=rows, graph=graph_rows))))
-    return _summary(rows, graph_rows, heads_list)
+        print("\n".join(_markdown(dict(kit=rows, graph=graph_rows, spec_graph=spec_graph_rows))))
+    return _summary(rows, graph_rows, heads_list, spec_graph_rows)
+
+
+def _spec_row(kr, testcase, kind: str, ratio: int, heads: int, drafts: int, prefixes) -> dict:
+    """One verify / draft-extend case on both backends (``kit_runner.spec_row``); an exception makes an ERROR row."""
+    try:
+        return kr.spec_row(kind, ratio=ratio, real_heads=heads, drafts=drafts, prefix_lens=prefixes,
+                           backends=("ours", "sglang"), device="cuda", testcase=testcase)
+    except Exception as exc:
+        traceback.print_exc()
+        name = kr.spec_case(kind, ratio=ratio, real_heads=heads, drafts=drafts, prefix_lens=prefixes).name
+        return dict(case=name, ratio=ratio, heads=heads, route=kind, drafts=drafts, prefix_lens=list(prefixes),
+                    status="ERROR", why=f"{type(exc).__name__}: {exc}"[:400])
+
+
+def _spec_graph_runner(kr, testcase, drafts_list) -> list:
+    """The kit's CUDA-graph verify runner, both backends, 64 heads: every ratio, draft count and graph prefix set.
+
+    The runner captures two requests (a one-request case replays padded),
+    checks the eager run and the replay against the reference and the replay
+    against the eager run (``DSV4_GRAPH_ATOL``). ``ours_ran``: no layer went to
+    SGLang's attention while it ran (our backend's eager, capture and replay).
+    """
+    from sglang.srt.layers.attention import attention_registry as registry
+
+    rows = []
+    try:
+        from sglang.test.kits.attention_unittest.runner_modes.speculative_target_verify_runner import (
+            run_dsv4_eagle_verify_cuda_graph_case,
+        )
+    except Exception as exc:  # its imports reach into SGLang's scheduler
+        traceback.print_exc()
+        return [dict(backend=name, case="(import)", ratio=0, status="FAIL", why=f"{type(exc).__name__}: {exc}")
+                for name in kr.BACKENDS]
+    saved = registry.ATTENTION_BACKENDS["dsv4"]
+    try:
+        for name, factory in kr.BACKENDS.items():
+            registry.ATTENTION_BACKENDS["dsv4"] = factory
+            for ratio in kr.SPEC_RATIOS["verify"]:
+                for drafts in drafts_list:
+                    for prefixes in kr.SPEC_GRAPH_PREFIXES.values():
+                        case = kr.spec_case("verify", ratio=ratio, real_heads=64, drafts=drafts, prefix_lens=prefixes)
+                        row = dict(backend=name, case=case.name, ratio=ratio, drafts=drafts,
+                                   prefix_lens=list(prefixes))
+                        sglang_layers = []
+                        try:
+                            # Capture, eager and padded replay share one layout: sized for the capture's two requests.
+                            with kr.watch_sglang_attention(sglang_layers, can_run=True):
+                                run_dsv4_eagle_verify_cuda_graph_case(
+                                    testcase, case, max_context_len=kr.spec_max_context_len(case),
+                                    swa_size=kr.spec_swa_size(case, num_reqs=2), device="cuda",
+                                    cuda_graph_capture_batch_size=2,
+                                )
+                            row["status"] = "pass"
+                        except Exception as exc:
+                            row.update(status="FAIL", why=f"{type(exc).__name__}: {exc}"[:400])
+                            traceback.print_exc()
+                        if name == "ours":
+                            row["ours_ran"] = not sglang_layers
+                            if kr.EXPECT_OURS_FOR_SPEC and sglang_layers and row["status"] == "pass":
+                                row.update(status="FAIL", why="SGLang's attention ran (expected ours)")
+                        rows.append(row)
+    finally:
+        registry.ATTENTION_BACKENDS["dsv4"] = saved
+    return rows
 
 
 def _graph_runner(kr, testcase) -> list:
@@ -150,66 +251,138 @@ def _graph_runner(kr, testcase) -> list:
     return rows
 
 
+SPEC_ROUTES = ("verify", "draft_ext")
+
+
+def _is_spec(row) -> bool:
+    return row["route"] in SPEC_ROUTES
+
+
+def _ours_ran(rows) -> str:
+    """``n/m``: the speculative rows whose attention our core ran, of those that recorded it."""
+    known = [r for r in rows if "ours_ran" in r]
+    return f"{sum(bool(r['ours_ran']) for r in known)}/{len(known)}" if known else "-"
+
+
+def _graph_counts(graph_rows, name: str) -> str:
+    sel = [r for r in graph_rows if r["backend"] == name]
+    return f"{sum(r['status'] == 'pass' for r in sel)}/{len(sel)}"
+
+
 def _markdown(saved) -> list[str]:
-    """One row per head count (every ratio and route): cases, verdicts and the worst errors on the kit's scale."""
+    """One row per head count (every ratio and route): cases, verdicts and the worst errors on the kit's scale.
+
+    The speculative cases, where the run has them, get a table of their own.
+    """
     from sglang_dsv4_sparse.benchmarking import header_line, markdown_table
 
-    rows, graph_rows = saved["kit"], saved.get("graph", [])
+    all_rows, graph_rows = saved["kit"], saved.get("graph", [])
+    spec_graph_rows = saved.get("spec_graph", [])
+    rows = [r for r in all_rows if not _is_spec(r)]
+    spec_rows = [r for r in all_rows if _is_spec(r)]
+
+    def worst(ran, key):
+        values = [r[key] for r in ran if key in r]
+        return f"{max(values):.3f}" if values else "-"
+
     table = []
     for heads in sorted({r["heads"] for r in rows}):
         sel = [r for r in rows if r["heads"] == heads]
         ran = [r for r in sel if "ours_vs_ref" in r]
         counts = [sum(r["status"] in status for r in sel) for status in (("pass",), ("skip",), ("FAIL", "ERROR"))]
-
-        def worst(key):
-            return f"{max(r[key] for r in ran):.3f}" if ran else "-"
-
-        table.append([heads, len(sel), *counts, worst("ours_vs_ref"), worst("sglang_vs_ref"), worst("ours_vs_sglang")])
+        table.append([heads, len(sel), *counts, worst(ran, "ours_vs_ref"), worst(ran, "sglang_vs_ref"),
+                      worst(ran, "ours_vs_sglang")])
     lines = [header_line(saved.get("header")), ""]
     lines += markdown_table(["heads", "cases", "pass", "skip", "fail", "ours vs reference", "SGLang vs reference",
                              "ours vs SGLang"], table)
     if graph_rows:
-        runs = [f"{sum(r['status'] == 'pass' for r in graph_rows if r['backend'] == name)}"
-                f"/{sum(r['backend'] == name for r in graph_rows)}" for name in ("ours", "sglang")]
+        runs = [_graph_counts(graph_rows, name) for name in ("ours", "sglang")]
         lines += ["", f"The kit's CUDA-graph decode runner (64 heads): {runs[0]} cases pass on ours, {runs[1]} on SGLang's."]
-    for why in sorted({r["why"] for r in rows if r["status"] == "skip"}):
+    if spec_rows:
+        drafts = sorted({r["drafts"] for r in spec_rows})
+        lines += ["", f"Speculative steps: target verify (C0, C4, C128) and draft extend (C0), "
+                  f"{min(drafts)}-{max(drafts)} draft tokens per request; `ours ran`: cases whose attention our "
+                  "core ran (the rest it handed to SGLang's).", ""]
+        spec_table = []
+        for heads in sorted({r["heads"] for r in spec_rows}):
+            for route in SPEC_ROUTES:
+                sel = [r for r in spec_rows if r["heads"] == heads and r["route"] == route]
+                if not sel:
+                    continue
+                ran = [r for r in sel if "ours_vs_ref" in r]
+                counts = [sum(r["status"] in status for r in sel)
+                          for status in (("pass",), ("skip",), ("FAIL", "ERROR"))]
+                spec_table.append([heads, route, len(sel), *counts, _ours_ran(sel), worst(ran, "ours_vs_ref"),
+                                   worst(ran, "sglang_vs_ref"), worst(ran, "ours_vs_sglang")])
+        lines += markdown_table(["heads", "step", "cases", "pass", "skip", "fail", "ours ran", "ours vs reference",
+                                 "SGLang vs reference", "ours vs SGLang"], spec_table)
+    if spec_graph_rows:
+        runs = [_graph_counts(spec_graph_rows, name) for name in ("ours", "sglang")]
+        ours_ran = _ours_ran([r for r in spec_graph_rows if r["backend"] == "ours"])
+        lines += ["", f"The kit's CUDA-graph verify runner (64 heads, replay vs eager and reference): {runs[0]} cases "
+                  f"pass on ours (our attention ran {ours_ran}), {runs[1]} on SGLang's."]
+    for why in sorted({r["why"] for r in all_rows if r["status"] == "skip"}):
         lines += ["", f"Skipped for both backends: {why}."]
     return lines
 
 
-def _summary(rows, graph_rows, heads_list) -> int:
+def _summary(rows, graph_rows, heads_list, spec_graph_rows=()) -> int:
     print("\n== SGLang DSv4 attention kit, both backends (worst |diff| / kit tolerance; <= 1 passes)")
-    print(f"{'heads':>5} {'ratio':>5} {'route':>6} {'cases':>5} {'pass':>4} {'skip':>4} {'fail':>4}"
-          f" {'ours/ref':>8} {'sgl/ref':>8} {'ours/sgl':>8}")
+    print(f"{'heads':>5} {'ratio':>7} {'route':>9} {'cases':>5} {'pass':>4} {'skip':>4} {'fail':>4}"
+          f" {'ours/ref':>8} {'sgl/ref':>8} {'ours/sgl':>8} {'ours ran':>8}")
     bad = 0
+
+    def print_group(heads, ratio_label, route, sel):
+        nonlocal bad
+        ran = [r for r in sel if "ours_vs_ref" in r]
+        fails = [r for r in sel if r["status"] in ("FAIL", "ERROR")]
+        bad += len(fails)
+
+        def worst(key):
+            # A CPU run of the speculative rows has no SGLang columns (its attention needs FlashMLA).
+            values = [r[key] for r in ran if key in r]
+            return f"{max(values):8.3f}" if values else f"{'-':>8}"
+
+        print(f"{heads:>5} {ratio_label:>7} {route:>9} {len(sel):>5} {sum(r['status'] == 'pass' for r in sel):>4}"
+              f" {sum(r['status'] == 'skip' for r in sel):>4} {len(fails):>4}"
+              f" {worst('ours_vs_ref')} {worst('sglang_vs_ref')} {worst('ours_vs_sglang')}"
+              f" {_ours_ran(sel) if route in SPEC_ROUTES else '-':>8}")
+
     for heads in heads_list:
         for ratio in (0, 4, 128):
             for route in ("sparse", "paged"):
                 sel = [r for r in rows if r["heads"] == heads and r["ratio"] == ratio and r["route"] == route]
-                if not sel:
-                    continue
-                ran = [r for r in sel if "ours_vs_ref" in r]
-                fails = [r for r in sel if r["status"] in ("FAIL", "ERROR")]
-                bad += len(fails)
-
-                def worst(key):
-                    return f"{max(r[key] for r in ran):8.3f}" if ran else f"{'-':>8}"
-
-                print(f"{heads:>5} {ratio:>5} {route:>6} {len(sel):>5} {sum(r['status'] == 'pass' for r in sel):>4}"
-                      f" {sum(r['status'] == 'skip' for r in sel):>4} {len(fails):>4}"
-                      f" {worst('ours_vs_ref')} {worst('sglang_vs_ref')} {worst('ours_vs_sglang')}")
+                if sel:
+                    print_group(heads, str(ratio), route, sel)
+        # One line per speculative step and head count (its ratios together), so the
+        # table stays short enough for gpu_sglang_check.sh's summary; failures are listed below.
+        for route in SPEC_ROUTES:
+            sel = [r for r in rows if r["heads"] == heads and r["route"] == route]
+            if sel:
+                print_group(heads, "/".join(str(x) for x in sorted({r["ratio"] for r in sel})), route, sel)
     for r in rows:
         if r["status"] in ("FAIL", "ERROR"):
-            print(f"  {r['status']}: {r['case']} c{r['ratio']} {r['route']} h{r['heads']}: {r.get('why', '')}")
-    if graph_rows:
-        print("\n== the kit's CUDA-graph decode runner (64 heads)")
+            drafts = f" d{r['drafts']} p{r['prefix_lens']}" if _is_spec(r) else ""
+            print(f"  {r['status']}: {r['case']} c{r['ratio']} {r['route']}{drafts} h{r['heads']}: {r.get('why', '')}")
+    graphs = [("decode", graph_rows), ("verify", list(spec_graph_rows))]
+    if any(g for _, g in graphs):
+        print("\n== the kit's CUDA-graph runners (64 heads)")
         for name in ("ours", "sglang"):
-            sel = [r for r in graph_rows if r["backend"] == name]
-            fails = [r for r in sel if r["status"] != "pass"]
-            bad += len(fails) if name == "ours" else 0
-            print(f"{name:>7}: {len(sel) - len(fails)}/{len(sel)} pass")
-            for r in fails:
-                print(f"  FAIL {r['case']} c{r['ratio']}: {r.get('why', '')}")
+            parts = []
+            for what, grows in graphs:
+                sel = [r for r in grows if r["backend"] == name]
+                if not sel:
+                    continue
+                fails = [r for r in sel if r["status"] != "pass"]
+                bad += len(fails) if name == "ours" else 0
+                ran = f" (our attention ran {_ours_ran(sel)})" if what == "verify" and name == "ours" else ""
+                parts.append(f"{what} {len(sel) - len(fails)}/{len(sel)} pass{ran}")
+            print(f"{name:>7}: {', '.join(parts)}")
+            for what, grows in graphs:
+                for r in grows:
+                    if r["backend"] == name and r["status"] != "pass":
+                        drafts = f" d{r['drafts']} p{r['prefix_lens']}" if "drafts" in r else ""
+                        print(f"  FAIL {what} {r['case']} c{r['ratio']}{drafts}: {r.get('why', '')}")
     skipped = sorted({r["why"] for r in rows if r["status"] == "skip"})
     for why in skipped:
         print(f"skipped (both backends): {why}")
