@@ -162,7 +162,7 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
             row["step"] = events_ms(lambda: [backend.forward(q=q, k=q, v=q, layer=layers[i], forward_batch=fb,
                                                              compress_ratio=ratios[i], save_kv_cache=False,
                                                              attn_sink=sink) for i in range(len(ratios))], reps)
-            row["route"] = _route(backend)
+            row["route"] = _route(backend, heads)
             return row
         backend.init_forward_metadata_out_graph(fb, in_capture=True)
         side = torch.cuda.Stream()
@@ -174,7 +174,7 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             outs = body()
-        row["route"] = _route(backend)
+        row["route"] = _route(backend, heads)
         backend.init_forward_metadata_out_graph(fb)
         graph.replay()
         torch.cuda.synchronize()
@@ -184,11 +184,16 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
     return row
 
 
-def _route(backend):
+def _route(backend, heads):
+    """The attention the step's layers ran: ``sglang`` (SGLang's, no plan of ours), ``plan+sglang`` (our
+    plan built, SGLang's attention at these heads), ``verify`` or ``paged`` (ours)."""
     step = getattr(backend, "_dsv4_step", None)
     if step is None:
         return "sglang"
-    return "verify" if getattr(step, "verify", None) is not None else step.route
+    route = backend._dsv4_policy.row_step_route(step.kind, heads)
+    if route == "sglang":
+        return "plan+sglang"
+    return "verify" if route == "verify" and step.verify is not None else "paged"
 
 
 def key_bytes(kind, bs, ntok, ctx):
@@ -243,7 +248,8 @@ def main() -> int:
     dep = ab.Deployment(max_reqs=max_reqs, max_context=max_context, full_tokens=full_tokens, device=device)
     print(f"deployment: {full_tokens} full-cache tokens, {max_reqs} requests, built in {time.time() - t0:.0f} s", flush=True)
     factories = ab._factories()
-    names = ("ours",) if args.tiny else ("sglang", "ours")
+    # ``ours_static`` (our routes on every step: the verify kernel below 64 heads) beside ``ours`` as shipped.
+    names = ("ours", "ours_static") if args.tiny else ("sglang", "ours", "ours_static")
     ceiling = copy_ceiling_tbs(device)
     results = []
     for i, (kind, heads, bs, ntok, ctx) in enumerate(rows_plan, 1):
@@ -251,15 +257,20 @@ def main() -> int:
         row["bytes_sglang"], row["bytes_ours"] = key_bytes(kind, bs, ntok, ctx)
         for name in names:
             try:
-                row[name] = bench_spec(dep, factories[name], name, kind, heads, bs, ntok, ctx, 2 if args.tiny else 15)
+                with ab._variant_env(name):
+                    row[name] = bench_spec(dep, factories[name], name, kind, heads, bs, ntok, ctx,
+                                           2 if args.tiny else 15)
             except Exception as exc:
                 traceback.print_exc()
                 row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
             if device == "cuda":
                 torch.cuda.empty_cache()
-        outs = [row.get(n, {}).pop("out", None) for n in ("sglang", "ours")]
-        if all(o is not None for o in outs):
-            row["max_diff"] = max(float((a - b).abs().max()) for a, b in zip(*outs))
+        outs = {n: row.get(n, {}).pop("out", None) for n in names}
+        theirs = outs.get("sglang")
+        for n in ("ours", "ours_static"):
+            if theirs is not None and outs.get(n) is not None:
+                key = "max_diff" if n == "ours" else "max_diff_static"
+                row[key] = max(float((a - b).abs().max()) for a, b in zip(theirs, outs[n]))
         results.append(row)
         print(f"[{i}/{len(rows_plan)}, {time.time() - t0:.0f} s] {_brief(row)}", flush=True)
     from sglang_dsv4_sparse.benchmarking import run_header
@@ -276,19 +287,20 @@ def main() -> int:
 
 def _brief(row):
     steps = [f"{n} {row[n]['step']:.3f} ({row[n].get('route')})" if "step" in row.get(n, {}) else f"{n} ERR"
-             for n in ("sglang", "ours") if n in row]
+             for n in ("sglang", "ours", "ours_static") if n in row]
     return f"{row['kind']} heads={row['heads']} bs={row['bs']} ntok={row['ntok']} ctx={row['ctx']}: " + ", ".join(steps)
 
 
-def _cells(row, ceiling):
-    theirs, ours = row.get("sglang", {}).get("step"), row.get("ours", {}).get("step")
+def _cells(row, ceiling, name="ours"):
+    theirs, ours = row.get("sglang", {}).get("step"), row.get(name, {}).get("step")
     ratio = f"{ours / theirs:.2f}" if theirs and ours else "-"
     pair = " / ".join("-" if v is None else f"{v:.3f}" for v in (theirs, ours))
     # Our route's key bytes over its replay time, against the copy ceiling of the same run.
     tbs = row["bytes_ours"] / ours / 1e9 if ours else None
     frac = f"{tbs:.2f} ({tbs / ceiling:.0%})" if tbs and ceiling else ("-" if tbs is None else f"{tbs:.2f}")
-    diff = f"{row['max_diff']:.4f}" if "max_diff" in row else "-"
-    return [row["heads"], row["bs"], row["ntok"], row["ctx"], pair, ratio, row.get("ours", {}).get("route", "-"),
+    diff_key = "max_diff" if name == "ours" else "max_diff_static"
+    diff = f"{row[diff_key]:.4f}" if diff_key in row else "-"
+    return [row["heads"], row["bs"], row["ntok"], row["ctx"], pair, ratio, row.get(name, {}).get("route", "-"),
             f"{row['bytes_sglang'] / 1e6:.1f} / {row['bytes_ours'] / 1e6:.1f}", frac, diff]
 
 
@@ -299,20 +311,26 @@ def print_tables(meta, rows, markdown=False):
     cols = ["heads", "bs", "draft", "ctx", "step ms SGLang / ours", "ratio", "our route", "key MB SGLang / ours",
             "ours TB/s (of copy)", "max |diff|"]
     print(header_line(meta) + (f"; HBM copy ceiling {ceiling:.2f} TB/s" if ceiling else ""))
+    names = [n for n in ("ours", "ours_static") if any(n in r for r in rows)]
     for kind, title in (("verify", "Target verify, one CUDA-graph replay (metadata + C0, C4, C128 layer)"),
                         ("draft_extend", "Draft extend, one CUDA-graph replay (metadata + C0 layer)")):
-        table = [cols] + [_cells(r, ceiling) for r in rows if r["kind"] == kind]
-        if len(table) == 1:
-            continue
-        print(("\n" if markdown else "== ") + title + (":\n" if markdown else ""))
-        print("\n".join(ab._render(table, markdown)))
+        for name in names:
+            table = [cols] + [_cells(r, ceiling, name) for r in rows if r["kind"] == kind]
+            if len(table) == 1:
+                continue
+            label = title + ("" if name == "ours" else "; `static`: our routes on every step")
+            print(("\n" if markdown else "== ") + label + (":\n" if markdown else ""))
+            print("\n".join(ab._render(table, markdown)))
+    print()
     for kind in ("verify", "draft_extend"):
-        ratios = [r["ours"]["step"] / r["sglang"]["step"] for r in rows if r["kind"] == kind
-                  and "step" in r.get("ours", {}) and "step" in r.get("sglang", {})]
-        if ratios:
-            narrow = [r["ours"]["step"] / r["sglang"]["step"] for r in rows if r["kind"] == kind and r["heads"] < 64
-                      and r["bs"] >= 8 and "step" in r.get("ours", {}) and "step" in r.get("sglang", {})]
-            line = f"- {kind}: ours / SGLang {min(ratios):.2f}-{max(ratios):.2f}x, median {statistics.median(ratios):.2f}"
+        for name in names:
+            ok = [r for r in rows if r["kind"] == kind and "step" in r.get(name, {}) and "step" in r.get("sglang", {})]
+            ratios = [r[name]["step"] / r["sglang"]["step"] for r in ok]
+            if not ratios:
+                continue
+            narrow = [r[name]["step"] / r["sglang"]["step"] for r in ok if r["heads"] < 64 and r["bs"] >= 8]
+            line = (f"- {kind}, {name}: ours / SGLang {min(ratios):.2f}-{max(ratios):.2f}x, median "
+                    f"{statistics.median(ratios):.2f}")
             if narrow:
                 line += f"; at 8/16 heads and b >= 8: median {statistics.median(narrow):.2f}, worst {max(narrow):.2f}"
             print(line)

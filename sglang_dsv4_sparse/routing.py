@@ -36,9 +36,11 @@ from .kernels.sparse_attn.shared_rows import BLOCK_M as SHARED_ROW_MAX_HEADS
 ROUTE_SGLANG = "sglang"
 ROUTE_PAGED = "paged"
 ROUTE_VERIFY = "verify"
-# Whether ``auto`` runs verify and draft-extend steps below 64 heads on our verify kernel
-# (measured inside SGLang's step: BENCHMARKS.md, the verify A/B).
-VERIFY_KERNEL_IN_AUTO = True
+# Whether ``auto`` runs verify and draft-extend steps below 64 heads on our verify kernel. Off: inside
+# SGLang's step it measured slower than SGLang's FlashMLA on the padded query (BENCHMARKS.md section 4,
+# the verify A/B; docs/design-notes.md, "Verify steps"), so ``auto`` hands these steps to SGLang whole
+# and ``ours`` runs the kernel.
+VERIFY_KERNEL_IN_AUTO = False
 LAYER_RATIOS = (0, 4, 128)
 # This package's routes below 64 heads (the shared-row kernel's tile), each the
 # fastest of its layer kind when timed alone (BENCHMARKS.md section 5).
@@ -175,9 +177,16 @@ class RoutePolicy:
         """
         return dict(self._routes(_bucket(shape), tuple(ratios), sglang_takes_query))
 
-    def all_sglang(self, shape: StepShape, ratios=LAYER_RATIOS) -> bool:
-        """Whether every layer of a sparse-prefill step of ``shape`` takes SGLang's route (ours then builds nothing)."""
-        return all(r == ROUTE_SGLANG for r in self.routes(shape, ratios).values())
+    def all_sglang(self, num_tokens: int, num_reqs: int, max_seq_len: int, heads: int,
+                   ratios: tuple = LAYER_RATIOS) -> bool:
+        """Whether every layer of a sparse-prefill step of this shape takes SGLang's route (ours then builds
+        nothing). Asked once a step on SGLang's host path: one cached lookup on plain ints, no copy."""
+        return self._all_sglang(_round_up(num_tokens), num_reqs, _round_up(max_seq_len), heads, ratios)
+
+    @functools.lru_cache(maxsize=4096)
+    def _all_sglang(self, num_tokens: int, num_reqs: int, max_seq_len: int, heads: int, ratios: tuple) -> bool:
+        shape = StepShape(num_tokens, num_reqs, max_seq_len, heads)
+        return all(r == ROUTE_SGLANG for r in self._routes(shape, ratios, True).values())
 
     @functools.lru_cache(maxsize=4096)
     def _routes(self, shape: StepShape, ratios: tuple, sglang_takes_query: bool) -> Dict[int, str]:
@@ -214,16 +223,18 @@ class RoutePolicy:
         return routes
 
 
-def _bucket(shape: StepShape) -> StepShape:
-    """``shape`` with its lengths rounded up to 1/16 of a power of two (at most 6% apart): table lookups are
-    nearest-neighbour in log scale anyway, and the decision cache stays small."""
-    def up(n: int) -> int:
-        if n <= 16:
-            return n
-        step = 1 << (n.bit_length() - 5)
-        return -(-n // step) * step
+def _round_up(n: int) -> int:
+    """``n`` rounded up to 1/16 of its power of two (at most 6% more)."""
+    if n <= 16:
+        return n
+    step = 1 << (n.bit_length() - 5)
+    return -(-n // step) * step
 
-    return StepShape(up(shape.num_tokens), shape.num_reqs, up(shape.max_seq_len), shape.heads)
+
+def _bucket(shape: StepShape) -> StepShape:
+    """``shape`` with its lengths rounded up (:func:`_round_up`): table lookups are nearest-neighbour in log
+    scale anyway, and the decision cache stays small."""
+    return StepShape(_round_up(shape.num_tokens), shape.num_reqs, _round_up(shape.max_seq_len), shape.heads)
 
 
 def make_policy(mode: str, *, flashmla_usable: bool, kernels: str, capability: Optional[tuple],

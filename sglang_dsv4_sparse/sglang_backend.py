@@ -131,6 +131,7 @@ class _SparseBackendMixin:
         self._dsv4_step: Optional[StepState] = None
         self._dsv4_workspace = Workspace(self.device)
         self._dsv4_router_heads = self._estimate_kernel_heads(model_runner)
+        self._dsv4_row_limits: dict = {}  # heads -> the paged kernel's row limit (None: unbounded)
         # Every flag, read once (config.py); the step's path reads none of them again.
         self._dsv4_settings = config.read_settings()
         self._dsv4_choice = dispatch.KernelChoice.from_env(self.device, self._dsv4_settings)
@@ -213,7 +214,10 @@ class _SparseBackendMixin:
         self._dsv4_step = self._planned(self._plan_extend(forward_batch, sparse, shape, extend_lens_cpu, seq_lens_cpu))
 
     def _sparse_prefill(self, num_tokens: int) -> bool:
-        row_limit = paged_kernel_row_limit(self._dsv4_choice, self._dsv4_router_heads)
+        heads = self._dsv4_router_heads
+        row_limit = self._dsv4_row_limits.get(heads, -1)
+        if row_limit == -1:  # a device query: once per head count, not once a step
+            row_limit = self._dsv4_row_limits[heads] = paged_kernel_row_limit(self._dsv4_choice, heads)
         return use_sparse_prefill(num_tokens, row_limit=row_limit, flag=bool(self._dsv4_sparse_prefill()))
 
     def _sglang_takes_extend(self, sparse: bool, shape: dict) -> bool:
@@ -221,8 +225,12 @@ class _SparseBackendMixin:
         policy = self._dsv4_policy
         if not sparse:
             return policy.paged_to_sglang
-        ratios = (0,) + tuple(self._dsv4_compressed_page_sizes)
-        return policy.all_sglang(routing.StepShape(heads=self._dsv4_router_heads, **shape), ratios)
+        return policy.all_sglang(shape["num_tokens"], shape["num_reqs"], shape["max_seq_len"],
+                                 self._dsv4_router_heads, self._dsv4_layer_ratios)
+
+    @functools.cached_property
+    def _dsv4_layer_ratios(self) -> tuple:
+        return (0,) + tuple(self._dsv4_compressed_page_sizes)
 
     def init_forward_metadata_in_graph(self, forward_batch) -> None:
         # SGLang's eager init ends here too, and its CUDA graphs record this part:

@@ -158,10 +158,10 @@ def in_breakable_cuda_graph() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _paged_row_modes() -> tuple:
+def _paged_row_modes() -> frozenset:
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
-    return (ForwardMode.DECODE, ForwardMode.TARGET_VERIFY, ForwardMode.DRAFT_EXTEND_V2)
+    return frozenset((ForwardMode.DECODE, ForwardMode.TARGET_VERIFY, ForwardMode.DRAFT_EXTEND_V2))
 
 
 def is_paged_row_step(forward_batch) -> bool:
@@ -183,7 +183,7 @@ def step_fallback_reason(backend, forward_batch) -> Optional[str]:
     from sglang.srt.model_executor.forward_batch_info import ForwardMode
 
     mode = forward_batch.forward_mode
-    if mode not in (ForwardMode.EXTEND, ForwardMode.MIXED) + _paged_row_modes():
+    if mode not in (ForwardMode.EXTEND, ForwardMode.MIXED) and mode not in _paged_row_modes():
         return f"forward mode {step_mode(forward_batch)}"
     if getattr(forward_batch, "_original_forward_mode", None) not in (None, mode):
         return "rewritten forward mode (speculative decoding)"

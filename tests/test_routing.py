@@ -105,3 +105,24 @@ def test_paged_steps_go_to_sglang_only_where_it_runs():
     assert RoutePolicy("auto", True).paged_to_sglang and RoutePolicy("sglang", True).paged_to_sglang
     assert not RoutePolicy("ours", True).paged_to_sglang and not RoutePolicy("index", True).paged_to_sglang
     assert not RoutePolicy("auto", False).paged_to_sglang
+
+
+def test_a_step_all_on_sglang_is_one_cached_lookup():
+    policy = RoutePolicy("auto", True, _table(SHORT, LONG))
+    assert policy.all_sglang(8192, 1, 8192, 16) and not policy.all_sglang(8192, 1, 128000, 16)
+    hits = policy._all_sglang.cache_info().hits
+    assert policy.all_sglang(8190, 1, 8100, 16) and policy._all_sglang.cache_info().hits == hits + 1
+    assert not RoutePolicy("ours", True).all_sglang(8192, 1, 8192, 16)
+
+
+def test_verify_steps_route_by_real_heads():
+    ours, auto = RoutePolicy("ours", True), RoutePolicy("auto", True)
+    assert ours.row_step_route("verify", 16) == routing.ROUTE_VERIFY
+    assert ours.row_step_route("draft_extend", 8) == routing.ROUTE_VERIFY
+    assert ours.row_step_route("verify", 64) == routing.ROUTE_PAGED
+    assert ours.row_step_route("decode", 8) == routing.ROUTE_PAGED
+    # auto: SGLang's attention wherever it runs the same kernel or measured faster than ours.
+    expected = routing.ROUTE_VERIFY if routing.VERIFY_KERNEL_IN_AUTO else S
+    assert auto.row_step_route("verify", 16) == expected and auto.row_step_route("verify", 64) == S
+    assert auto.plans_row_step("verify") == routing.VERIFY_KERNEL_IN_AUTO and not auto.plans_row_step("decode")
+    assert RoutePolicy("auto", False).row_step_route("verify", 64) == routing.ROUTE_PAGED

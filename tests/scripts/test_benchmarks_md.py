@@ -23,7 +23,7 @@ def test_benchmarks_md_matches_the_saved_json():
 def test_every_table_sits_under_a_run_line():
     text = (ROOT / "BENCHMARKS.md").read_text()
     # Short enough to read in one go: section 4's A/B is one compact line per (heads, chunk, requests).
-    assert len(text.splitlines()) < 250
+    assert len(text.splitlines()) < 400
     for section in text.split("\n## ")[1:]:
         if "| --- |" in section:
             before_table = section[: section.index("| --- |")]
