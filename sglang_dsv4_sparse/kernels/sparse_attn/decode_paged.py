@@ -398,6 +398,30 @@ def _merge_splits_kernel(
     tl.store(lse_ptr + stat, lse, mask=head_ok & (d_block == 0))
 
 
+def merge_splits(part_o, part_lse, attn_sink, out, lse, rows: int, h_q: int, splits: int) -> None:
+    """Launch :func:`_merge_splits_kernel`: the ``splits`` partials of ``rows x h_q`` query heads merged by
+    lse into ``out`` / ``lse``, the sink applied (shared by the decode and verify kernels)."""
+    merge_head_blocks = triton.cdiv(h_q, MERGE_BLOCK_H)
+    d_blocks = L.HEAD_DIM // MERGE_BLOCK_D
+    _merge_splits_kernel[(rows * merge_head_blocks * d_blocks,)](
+        part_o,
+        part_lse,
+        attn_sink if attn_sink is not None else lse,  # any tensor: unread without a sink
+        out,
+        lse,
+        rows,
+        h_q,
+        splits,
+        HEAD_BLOCKS=merge_head_blocks,
+        D_BLOCKS=d_blocks,
+        SPLITS_P2=triton.next_power_of_2(splits),
+        BLOCK_H=MERGE_BLOCK_H,
+        BLOCK_D=MERGE_BLOCK_D,
+        HAS_SINK=attn_sink is not None,
+        num_warps=MERGE_NUM_WARPS,
+    )
+
+
 def byte_cache_arg(name: str, cache, page_size: Optional[int], page_name: str) -> tuple[torch.Tensor, int]:
     """A cache argument as its ``(num_pages, page_bytes)`` uint8 view, and its page size.
 
@@ -671,25 +695,7 @@ def sparse_mla_decode_paged_unchecked(
             num_stages=cfg.num_stages,
         )
         if partial:
-            merge_head_blocks = triton.cdiv(h_q, MERGE_BLOCK_H)
-            d_blocks = L.HEAD_DIM // MERGE_BLOCK_D
-            _merge_splits_kernel[(rows * merge_head_blocks * d_blocks,)](
-                part_o,
-                part_lse,
-                attn_sink if attn_sink is not None else lse,
-                out,
-                lse,
-                rows,
-                h_q,
-                splits,
-                HEAD_BLOCKS=merge_head_blocks,
-                D_BLOCKS=d_blocks,
-                SPLITS_P2=triton.next_power_of_2(splits),
-                BLOCK_H=MERGE_BLOCK_H,
-                BLOCK_D=MERGE_BLOCK_D,
-                HAS_SINK=attn_sink is not None,
-                num_warps=MERGE_NUM_WARPS,
-            )
+            merge_splits(part_o, part_lse, attn_sink, out, lse, rows, h_q, splits)
 
     if config is not None:
         launch(config)

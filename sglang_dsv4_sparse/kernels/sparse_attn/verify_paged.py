@@ -83,9 +83,6 @@ from ..triton_utils import check_launch_device, interpreting
 from .common import LOG2E, masked_softmax_step, normalize
 from .configs import (
     MAX_BLOCK_H,
-    MERGE_BLOCK_D,
-    MERGE_BLOCK_H,
-    MERGE_NUM_WARPS,
     MIN_BLOCK_H,
     MIN_KEYS_PER_SPLIT,
     VERIFY_MAX_ROWS,
@@ -96,7 +93,7 @@ from .configs import (
     verify_configs,
     verify_tile,
 )
-from .decode_paged import _dequant_rows, _gather_rows, _merge_splits_kernel, byte_cache_arg
+from .decode_paged import _dequant_rows, _gather_rows, byte_cache_arg, merge_splits
 
 _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
@@ -554,25 +551,7 @@ def sparse_mla_verify_paged_unchecked(
             num_stages=cfg.num_stages,
         )
         if partial:
-            merge_head_blocks = triton.cdiv(h_q, MERGE_BLOCK_H)
-            d_blocks = L.HEAD_DIM // MERGE_BLOCK_D
-            _merge_splits_kernel[(num_tokens * merge_head_blocks * d_blocks,)](
-                part_o,
-                part_lse,
-                sink,
-                out,
-                lse,
-                num_tokens,
-                h_q,
-                splits,
-                HEAD_BLOCKS=merge_head_blocks,
-                D_BLOCKS=d_blocks,
-                SPLITS_P2=triton.next_power_of_2(splits),
-                BLOCK_H=MERGE_BLOCK_H,
-                BLOCK_D=MERGE_BLOCK_D,
-                HAS_SINK=attn_sink is not None,
-                num_warps=MERGE_NUM_WARPS,
-            )
+            merge_splits(part_o, part_lse, attn_sink, out, lse, num_tokens, h_q, splits)
 
     if config is not None:
         launch(config)
