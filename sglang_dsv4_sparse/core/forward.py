@@ -381,6 +381,25 @@ def _select_rows(plan: PrefillPlan, rows, topk_indices: torch.Tensor):
     return selected[:slots], remapped, zeros, swa_base
 
 
+def _check_paged_layer(plan, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, topk_lengths,
+                       choice, route: str) -> tuple:
+    """The checks a layer on the per-row plan makes (paged and verify routes): its arguments against the plan;
+    returns the caches as their checked byte views and the kernel choice."""
+    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
+    if compress_ratio == 4:
+        if topk_lengths is None:
+            raise ValueError(f"a C4 layer on the {route} route needs topk_lengths (entries of each topk_indices row to read)")
+        check_tensor(
+            "topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device, contiguous=True
+        )
+    sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
+    swa_cache, compressed_cache = _check_caches(
+        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    )
+    _check_placement(q, plan.swa_lens)
+    return swa_cache, compressed_cache, _choice_for(q, choice)
+
+
 def decode_layer(
     plan: PagedPlan,
     q: torch.Tensor,
@@ -402,19 +421,9 @@ def decode_layer(
     once with :func:`~sglang_dsv4_sparse.core.plan.topk_to_token_ids`.
     ``choice``: the kernels (None: the default of q's device).
     """
-    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
-    if compress_ratio == 4:
-        if topk_lengths is None:
-            raise ValueError("a C4 layer on the paged route needs topk_lengths (entries of each topk_indices row to read)")
-        check_tensor(
-            "topk_lengths", topk_lengths, dtypes=INDEX_DTYPES, shape=(plan.num_tokens,), device=q.device, contiguous=True
-        )
-    sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
-    swa_cache, compressed_cache = _check_caches(
-        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    swa_cache, compressed_cache, choice = _check_paged_layer(
+        plan, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, topk_lengths, choice, "paged"
     )
-    _check_placement(q, plan.swa_lens)
-    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     if choice.check_bounds:
@@ -456,15 +465,9 @@ def verify_layer(
     """
     from ..kernels.sparse_attn.verify_paged import sparse_mla_verify_paged
 
-    _check_layer(q, swa_cache, compress_ratio, compressed_cache, topk_indices, plan.num_tokens, attn_sink)
-    if compress_ratio == 4 and topk_lengths is None:
-        raise ValueError("a C4 layer on the verify route needs topk_lengths (entries of each topk_indices row to read)")
-    sizes = {ratio: plan.compressed_page_sizes[ratio] for ratio in plan.compressed_page_tables}
-    swa_cache, compressed_cache = _check_caches(
-        swa_cache, plan.swa_page_size, compress_ratio, compressed_cache, sizes, q.device, aligned=True
+    swa_cache, compressed_cache, choice = _check_paged_layer(
+        plan, q, swa_cache, compress_ratio, compressed_cache, topk_indices, attn_sink, topk_lengths, choice, "verify"
     )
-    _check_placement(q, plan.swa_lens)
-    choice = _choice_for(q, choice)
     if plan.num_tokens == 0:
         return q.new_empty(q.shape)
     extra = dict()
