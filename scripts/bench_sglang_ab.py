@@ -536,6 +536,25 @@ BREAKDOWN_ROWS = ((8192, 0, 1), (8192, 120_000, 1), (32768, 1_000_000, 1))
 MARKDOWN_BREAKDOWN_ROW = (8192, 120_000)
 
 
+def pick_device(prog: str, tiny: bool):
+    """``"cuda"``, or ``"cpu"`` for a ``--tiny`` plumbing check (Triton's interpreter, SGLang's CUDA-only
+    planners stubbed), or the no-GPU exit status to return. Installs the test stand-ins first."""
+    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
+    if torch.cuda.is_available():
+        return "cuda"
+    if not tiny:
+        from sglang_dsv4_sparse.benchmarking import no_gpu
+
+        return no_gpu(prog, " (or --tiny for a CPU plumbing check)")
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    import sglang.srt.layers.attention.deepseek_v4_backend as parent
+
+    # FlashMLA's scheduler metadata and the compressors' JIT planner are CUDA-only.
+    parent._create_flashmla_metadata = lambda: None
+    parent.create_paged_compressor_data = lambda **_: None
+    return "cpu"
+
+
 def main() -> int:
     args = parse_args()
     if args.from_json:
@@ -546,19 +565,9 @@ def main() -> int:
             print()
             print_breakdown(saved["rows"], markdown=args.markdown)
         return 0
-    print("stand-ins:", stand_ins.install() or "none needed", flush=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not args.tiny:
-        from sglang_dsv4_sparse.benchmarking import no_gpu
-
-        return no_gpu("bench_sglang_ab.py", " (or --tiny for a CPU plumbing check)")
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-        import sglang.srt.layers.attention.deepseek_v4_backend as parent
-
-        # FlashMLA's scheduler metadata and the compressors' JIT planner are CUDA-only.
-        parent._create_flashmla_metadata = lambda: None
-        parent.create_paged_compressor_data = lambda **_: None
+    device = pick_device("bench_sglang_ab.py", args.tiny)
+    if isinstance(device, int):
+        return device
     extends, decodes, heads_list = plan_rows(args)
     batches = [extend_batch(c, p, n, args.tiny) for c, p, n in extends]
     max_reqs = max([len(pre) for pre, _, _ in batches] + [b for b, _ in decodes])

@@ -228,18 +228,9 @@ def main() -> int:
             saved = json.load(f)
         print_tables(saved["header"], saved["rows"], markdown=args.markdown)
         return 0
-    print("stand-ins:", ab.stand_ins.install() or "none needed", flush=True)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not args.tiny:
-        from sglang_dsv4_sparse.benchmarking import no_gpu
-
-        return no_gpu("bench_sglang_verify.py", " (or --tiny for a CPU plumbing check)")
-    if device == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-        import sglang.srt.layers.attention.deepseek_v4_backend as parent
-
-        parent._create_flashmla_metadata = lambda: None
-        parent.create_paged_compressor_data = lambda **_: None
+    device = ab.pick_device("bench_sglang_verify.py", args.tiny)
+    if isinstance(device, int):
+        return device
     rows_plan = grid(args)
     max_reqs = max(b for _, _, b, _, _ in rows_plan)
     max_context = max(c for *_, c in rows_plan)
