@@ -4,11 +4,15 @@
 It keeps everything SGLang builds per step (its metadata, the compressors, the
 C4 indexer, the SWA cache writes) and replaces only the attention itself:
 
-* ``init_forward_metadata`` calls the parent's, then describes the step
-  (:class:`~sglang_dsv4_sparse.sglang_plan.StepState`): for an extend
+* ``init_forward_metadata`` calls the parent's, then decides the step's route
+  (:mod:`~sglang_dsv4_sparse.routing`) and, where one of ours runs, describes
+  it (:class:`~sglang_dsv4_sparse.sglang_plan.StepState`): for an extend
   (EXTEND, chunked prefill, MIXED) the sparse-prefill or the paged route, as
-  the core's router says; for a decode the paged route, whose plan views the
-  index rows SGLang's metadata already holds.
+  the core's router says; for a decode, target verify or draft extend (SGLang
+  builds their metadata per query row) the paged route, whose plan views the
+  index rows SGLang's metadata already holds, and below 64 heads, where the
+  policy takes it, the verify route over the same views. A step SGLang's
+  attention takes whole keeps no state of ours.
 * On sparse prefill each layer kind takes the route :mod:`~sglang_dsv4_sparse.routing`
   gives for the step's shape and the layer's real heads: SGLang's own
   attention (``"sglang"``, the parent's ``_forward_attention`` unchanged) or
@@ -18,7 +22,8 @@ C4 indexer, the SWA cache writes) and replaces only the attention itself:
   layers do, on first use), so nothing SGLang builds is built twice.
 * ``_forward_attention`` (the body of the parent's ``forward``) writes the
   layer's SWA rows exactly as the parent does (``store_cache`` when
-  ``save_kv_cache``), then runs ``prefill_layer`` or ``decode_layer``.
+  ``save_kv_cache``), then runs ``prefill_layer``, ``decode_layer`` or
+  ``verify_layer``.
 
 Every case this backend does not handle goes to the parent unchanged, with
 its reason logged once: per step (:func:`~sglang_dsv4_sparse.sglang_gating.step_fallback_reason`,
@@ -59,9 +64,10 @@ Where the inputs come from (SGLang 0.5.23):
   paged attention; the plan views them (``sglang_plan.paged_plan``), so no per-step plan
   kernels run there, and a missing one sends the step to the parent.
 
-CUDA graphs: the decode plan is built in ``init_forward_metadata_in_graph``,
-which ``init_forward_metadata`` calls eagerly and the decode graph runner
-records inside the graph, after the parent's own in-graph metadata build. It
+CUDA graphs: the per-row plans (decode, verify, draft extend) are built in
+``init_forward_metadata_in_graph``, which ``init_forward_metadata`` calls
+eagerly and SGLang's decode and verify graph runners record inside the graph,
+after the parent's own in-graph metadata build. It
 only views that metadata, so replay refills what it points at. The host
 lengths (``StepInputs.seq_lens_cpu``) are unknown inside a graph and the
 paged route does not need them: None is passed there.
@@ -195,7 +201,7 @@ class _SparseBackendMixin:
     def init_forward_metadata(self, forward_batch) -> None:
         self._dsv4_step = None
         # The parent builds its metadata, then calls init_forward_metadata_in_graph
-        # (below), which plans decodes.
+        # (below), which plans the per-row steps (decode, verify, draft extend).
         super().init_forward_metadata(forward_batch)
         if self._dsv4_step is not None or not forward_batch.forward_mode.is_extend() or is_paged_row_step(forward_batch):
             return  # planned (or left to SGLang) in init_forward_metadata_in_graph
