@@ -45,4 +45,4 @@ if [ "$WITH_SGLANG" = 1 ]; then
     compressed-tensors==0.18.0 gguf einops openai==2.8.0 partial-json-parser \
     uvicorn fastapi setproctitle  # the kit's speculative-decoding runners import SGLang's scheduler
 fi
-echo "setup.sh: done. Tests: $VENV/bin/python -m pytest -q"
+echo "setup.sh: done. Tests: $VENV/bin/python -m pytest -q -n auto --dist load"
