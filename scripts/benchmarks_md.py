@@ -153,7 +153,10 @@ def render(results: Path = RESULTS) -> str:
             out.append(part)
             continue
         script, name = part
-        cmd = [sys.executable, str(ROOT / "scripts" / script), "--from-json", str(results / name), "--markdown"]
+        # A path relative to the checkout, so the page reads the same in every clone (CI checks it).
+        path = results / name
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+        cmd = [sys.executable, str(ROOT / "scripts" / script), "--from-json", str(shown), "--markdown"]
         done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"benchmarks_md: {' '.join(cmd[1:])} failed:\n{done.stderr}")

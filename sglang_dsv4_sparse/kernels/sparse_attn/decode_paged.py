@@ -398,6 +398,26 @@ def _merge_splits_kernel(
     tl.store(lse_ptr + stat, lse, mask=head_ok & (d_block == 0))
 
 
+def split_keys(programs: int, head_blocks: int, total_blocks: int, slots: int, block_n: int,
+               num_splits: Optional[int], rows: int, h_q: int, out: torch.Tensor, lse: torch.Tensor) -> tuple:
+    """One launch's split-KV plan and partial buffers: ``(splits, key blocks a split, part_o, part_lse)``.
+
+    ``programs x head_blocks`` programs walk ``total_blocks`` key blocks;
+    ``num_splits`` overrides the shape rule (``configs.plan_splits``). With one
+    split the partials are ``out`` / ``lse`` themselves (never written)."""
+    if num_splits is None:
+        min_blocks = max(1, MIN_KEYS_PER_SPLIT // block_n)
+        splits, per_split = plan_splits(programs, head_blocks, total_blocks, slots, min_blocks)
+    else:
+        per_split = triton.cdiv(max(total_blocks, 1), min(num_splits, max(total_blocks, 1)))
+        splits = triton.cdiv(max(total_blocks, 1), per_split)
+    if splits == 1:
+        return splits, per_split, out, lse
+    part_o = torch.empty((splits, rows, h_q, L.HEAD_DIM), dtype=torch.float32, device=out.device)
+    part_lse = torch.empty((splits, rows, h_q), dtype=torch.float32, device=out.device)
+    return splits, per_split, part_o, part_lse
+
+
 def merge_splits(part_o, part_lse, attn_sink, out, lse, rows: int, h_q: int, splits: int) -> None:
     """Launch :func:`_merge_splits_kernel`: the ``splits`` partials of ``rows x h_q`` query heads merged by
     lse into ``out`` / ``lse``, the sink applied (shared by the decode and verify kernels)."""
@@ -630,18 +650,10 @@ def sparse_mla_decode_paged_unchecked(
 
     def launch(cfg: KernelConfig) -> None:
         total_blocks = triton.cdiv(topk, cfg.block_n) + triton.cdiv(x_topk, cfg.block_n)
-        if num_splits is None:
-            min_blocks = max(1, MIN_KEYS_PER_SPLIT // cfg.block_n)
-            splits, per_split = plan_splits(rows, head_blocks, total_blocks, slots, min_blocks)
-        else:
-            per_split = triton.cdiv(max(total_blocks, 1), min(num_splits, max(total_blocks, 1)))
-            splits = triton.cdiv(max(total_blocks, 1), per_split)
+        splits, per_split, part_o, part_lse = split_keys(
+            rows, head_blocks, total_blocks, slots, cfg.block_n, num_splits, rows, h_q, out, lse
+        )
         partial = splits > 1
-        if partial:
-            part_o = torch.empty((splits, rows, h_q, L.HEAD_DIM), dtype=torch.float32, device=device)
-            part_lse = torch.empty((splits, rows, h_q), dtype=torch.float32, device=device)
-        else:
-            part_o, part_lse = out, lse  # unused
         _sparse_decode_paged_kernel[(rows * head_blocks * splits,)](
             q,
             out,

@@ -84,16 +84,14 @@ from .common import LOG2E, masked_softmax_step, normalize
 from .configs import (
     MAX_BLOCK_H,
     MIN_BLOCK_H,
-    MIN_KEYS_PER_SPLIT,
     VERIFY_MAX_ROWS,
     KernelConfig,
     decode_program_slots,
     launch_with_fallback,
-    plan_splits,
     verify_configs,
     verify_tile,
 )
-from .decode_paged import _dequant_rows, _gather_rows, byte_cache_arg, merge_splits
+from .decode_paged import _dequant_rows, _gather_rows, byte_cache_arg, merge_splits, split_keys
 
 _HEAD_DIM = tl.constexpr(L.HEAD_DIM)
 
@@ -485,18 +483,10 @@ def sparse_mla_verify_paged_unchecked(
         w_blocks = triton.cdiv(width + tokens - 1, cfg.block_n)
         x_blocks = triton.cdiv(x_width, cfg.block_n)
         total_blocks = w_blocks + x_segments * x_blocks
-        if num_splits is None:
-            min_blocks = max(1, MIN_KEYS_PER_SPLIT // cfg.block_n)
-            splits, per_split = plan_splits(num_reqs, head_blocks, total_blocks, slots, min_blocks)
-        else:
-            per_split = triton.cdiv(max(total_blocks, 1), min(num_splits, max(total_blocks, 1)))
-            splits = triton.cdiv(max(total_blocks, 1), per_split)
+        splits, per_split, part_o, part_lse = split_keys(
+            num_reqs, head_blocks, total_blocks, slots, cfg.block_n, num_splits, num_tokens, h_q, out, lse
+        )
         partial = splits > 1
-        if partial:
-            part_o = torch.empty((splits, num_tokens, h_q, L.HEAD_DIM), dtype=torch.float32, device=device)
-            part_lse = torch.empty((splits, num_tokens, h_q), dtype=torch.float32, device=device)
-        else:
-            part_o, part_lse = out, lse  # unused
         sink = attn_sink if attn_sink is not None else lse
         _sparse_verify_paged_kernel[(num_reqs * head_blocks * splits,)](
             q,
