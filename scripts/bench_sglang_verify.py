@@ -12,15 +12,24 @@ reads (window union, C128 rows once a request, C4 picks per token) and the
 bytes SGLang's per-token route reads, so a missed row can be read against
 the HBM copy ceiling measured in the same run.
 
-    python scripts/bench_sglang_verify.py [--quick] [--tiny] [--json FILE] [--markdown]
+    python scripts/bench_sglang_verify.py [--quick] [--tiny] [--breakdown] [--sweep] [--json FILE] [--markdown]
 
-``--tiny`` is a CPU plumbing check (our backend only, eager). Exit status 4
-without a GPU (and without --tiny).
+``--breakdown`` adds, per row and backend, each layer's time replayed alone
+from a CUDA graph (the metadata as the step left it) and the GPU time of the
+step replay's kernels (PyTorch profiler), so a missed row shows which layer
+and which kernel bound it. ``--sweep`` times the verify kernel on the inputs
+the ``static`` variant handed it, over launch configurations and split
+counts (CUDA-graph replays of the kernel alone): the data behind
+``configs.VERIFY_CONFIGS_*`` and the split rule. ``--tiny`` is a CPU plumbing
+check (our backend only, eager). Exit status 4 without a GPU (and without
+--tiny).
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import statistics
@@ -33,13 +42,17 @@ import bench_sglang_ab as ab  # noqa: E402  (its deployment, query and C4 picks;
 
 import torch  # noqa: E402
 
-ROW_BYTES = 584  # one V4 fp8 key row: 448 fp8 + 128 RoPE bytes + 8 scale bytes (layout.py)
+from sglang_dsv4_sparse.layout import TOKEN_BYTES as ROW_BYTES  # noqa: E402  (one V4 fp8 key row)
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a few rows")
     p.add_argument("--tiny", action="store_true", help="CPU plumbing check: tiny shapes, our backend only, eager")
+    p.add_argument("--breakdown", action="store_true",
+                   help="per layer (graph-replayed alone) and per kernel (profiler) GPU time of each row")
+    p.add_argument("--sweep", action="store_true",
+                   help="time the verify kernel's launch configs and split counts on the static variant's inputs")
     p.add_argument("--json", default=None, help="default: $OUT/bench_sglang_verify.json")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
     p.add_argument("--from-json", default=None, help="print the tables of an earlier run's JSON and exit")
@@ -127,7 +140,7 @@ def spec_batch(dep, kind, bs, ntok, ctx):
     return fb, prefix, ext, bases
 
 
-def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
+def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps, breakdown=False, sweep=False):
     from sglang.srt.model_executor.forward_context import ForwardContext, forward_context
 
     from sglang_dsv4_sparse.benchmarking import events_ms
@@ -180,8 +193,123 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps):
         torch.cuda.synchronize()
         row["out"] = [o[:, :heads].float().cpu() for o in outs]  # compared across backends below
         row["step"] = events_ms(graph.replay, max(reps, 20))
+        if breakdown:
+            row["layers_us"] = layer_times_us(backend, fb, q, layers, ratios, sink)
+            row["kernels_us"] = kernel_times_us(graph.replay)
+        if sweep and row["route"] == "verify":
+            with recorded_verify_calls() as calls:
+                body()
+            torch.cuda.synchronize()
+            row["sweep"] = sweep_verify_calls(calls, ratios)
     del graph, backend
     return row
+
+
+def layer_times_us(backend, fb, q, layers, ratios, sink):
+    """Each layer's forward replayed alone from a CUDA graph, on the metadata the step's replay left (us)."""
+    from sglang_dsv4_sparse.benchmarking import graph_ms
+
+    times = {}
+    for i, ratio in enumerate(ratios):
+        times[f"c{ratio}"] = 1e3 * graph_ms(lambda i=i: backend.forward(
+            q=q, k=q, v=q, layer=layers[i], forward_batch=fb, compress_ratio=ratios[i], save_kv_cache=False,
+            attn_sink=sink))
+    return times
+
+
+def kernel_times_us(fn, reps=5, keep=6):
+    """GPU microseconds per call of ``fn`` by kernel name (PyTorch profiler; CUDA-graph replays included),
+    the ``keep`` largest, the rest summed as ``other``, and the total."""
+    import torch.profiler as tp
+
+    fn()
+    torch.cuda.synchronize()
+    with tp.profile(activities=[tp.ProfilerActivity.CPU, tp.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = collections.Counter()
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            times[_kernel_label(e.name)] += e.time_range.elapsed_us() / reps
+    top = dict(times.most_common(keep))
+    rest = sum(times.values()) - sum(top.values())
+    if rest > 0:
+        top["other"] = rest
+    top["total"] = sum(times.values())
+    return top
+
+
+def _kernel_label(name: str) -> str:
+    """A kernel's name without its template arguments and parameter list."""
+    for stop in ("<", "("):
+        name = name.split(stop, 1)[0]
+    return name.strip()[:48]
+
+
+@contextlib.contextmanager
+def recorded_verify_calls():
+    """Record every call of the verify kernel's wrapper (``core.forward.verify_layer`` looks it up at each
+    call) while in the block: ``[(args, kwargs)]``, the calls still made."""
+    from sglang_dsv4_sparse.kernels.sparse_attn import verify_paged
+
+    original = verify_paged.sparse_mla_verify_paged
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return original(*args, **kwargs)
+
+    verify_paged.sparse_mla_verify_paged = recording
+    try:
+        yield calls
+    finally:
+        verify_paged.sparse_mla_verify_paged = original
+
+
+# What --sweep tries beside the shipped lists (configs.VERIFY_CONFIGS_*): fewer warps, deeper pipelines.
+SWEEP_EXTRA_CONFIGS = ((64, 4, 1), (32, 4, 1), (32, 4, 2), (32, 8, 2), (16, 4, 2), (64, 8, 2))
+SWEEP_SPLITS = (None, 1, 2, 4, 8, 16, 32, 64)  # None: the shipped split rule
+
+
+def sweep_configs():
+    """The launch configurations --sweep times: the shipped lists, then ``SWEEP_EXTRA_CONFIGS``."""
+    from sglang_dsv4_sparse.kernels.sparse_attn import configs as C
+
+    shipped = list(dict.fromkeys(C.VERIFY_CONFIGS_WIDE + C.VERIFY_CONFIGS_NARROW))
+    return shipped + [c for c in (C.KernelConfig(*t) for t in SWEEP_EXTRA_CONFIGS) if c not in shipped]
+
+
+def sweep_verify_calls(calls, ratios, configs=None, splits_list=SWEEP_SPLITS, timer_ms=None):
+    """Each recorded verify call (one a layer) timed alone over launch configs x split counts (us; by default
+    CUDA-graph replays): the default's time, the best and its setting, and every cell. ``None`` in either
+    list is the shipped choice."""
+    from sglang_dsv4_sparse.kernels.sparse_attn import verify_paged
+
+    if timer_ms is None:
+        from sglang_dsv4_sparse.benchmarking import graph_ms
+
+        def timer_ms(fn):
+            return graph_ms(fn, rep_ms=50)
+
+    configs = [None] + sweep_configs() if configs is None else configs
+    result = {}
+    for ratio, (args, kwargs) in zip(ratios, calls):
+        base = {k: v for k, v in kwargs.items() if k not in ("config", "num_splits")}
+        cells = {}
+        for cfg in configs:
+            for splits in splits_list:
+                try:
+                    us = 1e3 * timer_ms(lambda: verify_paged.sparse_mla_verify_paged(
+                        *args, **base, config=cfg, num_splits=splits))
+                except Exception as exc:  # a config that does not fit, a split count past the blocks
+                    us = f"{type(exc).__name__}"
+                cells[f"{cfg or 'default'}/{splits or 'rule'}"] = us
+        timed = {k: v for k, v in cells.items() if isinstance(v, float)}
+        best = min(timed, key=timed.get) if timed else None
+        result[f"c{ratio}"] = dict(default=cells.get("default/rule"), best=best,
+                                   best_us=timed.get(best), cells=cells)
+    return result
 
 
 def _route(backend, heads):
@@ -227,6 +355,7 @@ def main() -> int:
         with open(args.from_json) as f:
             saved = json.load(f)
         print_tables(saved["header"], saved["rows"], markdown=args.markdown)
+        print_breakdown(saved["rows"], markdown=args.markdown)
         return 0
     device = ab.pick_device("bench_sglang_verify.py", args.tiny)
     if isinstance(device, int):
@@ -250,7 +379,8 @@ def main() -> int:
             try:
                 with ab._variant_env(name):
                     row[name] = bench_spec(dep, factories[name], name, kind, heads, bs, ntok, ctx,
-                                           2 if args.tiny else 15)
+                                           2 if args.tiny else 15, breakdown=args.breakdown and device == "cuda",
+                                           sweep=args.sweep and name == "ours_static" and device == "cuda")
             except Exception as exc:
                 traceback.print_exc()
                 row[name] = dict(error=f"{type(exc).__name__}: {exc}"[:300])
@@ -273,6 +403,7 @@ def main() -> int:
         json.dump(dict(header=meta, rows=results), f, indent=1)
     print(f"bench_sglang_verify.py: wrote {path}", flush=True)
     print_tables(meta, results, markdown=args.markdown)
+    print_breakdown(results, markdown=args.markdown)
     return 0
 
 
@@ -325,6 +456,41 @@ def print_tables(meta, rows, markdown=False):
             if narrow:
                 line += f"; at 8/16 heads and b >= 8: median {statistics.median(narrow):.2f}, worst {max(narrow):.2f}"
             print(line)
+
+
+def print_breakdown(rows, markdown=False):
+    """The --breakdown and --sweep tables, where the rows have them."""
+    names = ("sglang", "ours", "ours_static")
+
+    def triple(r, key, part):
+        vals = [r.get(n, {}).get(key, {}).get(part) for n in names]
+        return " / ".join("-" if v is None else f"{v:.1f}" for v in vals)
+
+    profiled = [r for r in rows if any("layers_us" in r.get(n, {}) for n in names)]
+    if profiled:
+        table = [["kind", "heads", "bs", "draft", "ctx", "c0", "c4", "c128", "replay kernels",
+                  "largest kernels, static"]]
+        for r in profiled:
+            static = r.get("ours_static", {}).get("kernels_us", {})
+            largest = ", ".join(f"{k} {v:.1f}" for k, v in static.items() if k not in ("total", "other"))[:160]
+            table.append([r["kind"], r["heads"], r["bs"], r["ntok"], r["ctx"], triple(r, "layers_us", "c0"),
+                          triple(r, "layers_us", "c4"), triple(r, "layers_us", "c128"),
+                          triple(r, "kernels_us", "total"), largest or "-"])
+        print(("\n" if markdown else "== ") + "Breakdown (us, SGLang / ours / static): each layer replayed alone "
+              "from a CUDA graph; the step replay's kernel time (profiler)" + (":\n" if markdown else ""))
+        print("\n".join(ab._render(table, markdown)))
+    swept = [r for r in rows if "sweep" in r.get("ours_static", {})]
+    if swept:
+        table = [["kind", "heads", "bs", "draft", "ctx", "layer", "default us", "best us", "best config/splits"]]
+        for r in swept:
+            for layer, cell in r["ours_static"]["sweep"].items():
+                default, best = cell.get("default"), cell.get("best_us")
+                table.append([r["kind"], r["heads"], r["bs"], r["ntok"], r["ctx"], layer,
+                              f"{default:.1f}" if isinstance(default, float) else str(default),
+                              "-" if best is None else f"{best:.1f}", cell.get("best") or "-"])
+        print(("\n" if markdown else "== ") + "Verify kernel alone (--sweep): the shipped launch against the best "
+              "config and split count timed" + (":\n" if markdown else ""))
+        print("\n".join(ab._render(table, markdown)))
 
 
 if __name__ == "__main__":

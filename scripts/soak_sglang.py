@@ -50,9 +50,8 @@ Writes a JSON report to ``--json`` (default ``$OUT/soak_sglang.json``,
 ``./gpu_check_out/`` when ``OUT`` is unset) and prints a summary block
 starting ``== soak_sglang``. Exit status: 0 ok; 1 a mismatch, a non-finite
 output, memory drift over ``--max-drift-mb`` or a step that raised; 2 bad
-usage; without a CUDA GPU (and without ``--tiny`` / ``--dry-run``) the
-scripts' no-GPU status: ``benchmarking.EXIT_NO_GPU`` where the package
-declares one, else 2 (what ``bench_sglang_ab.py`` returns).
+usage; 4 (``benchmarking.EXIT_NO_GPU``, every script's no-GPU status)
+without a CUDA GPU (and without ``--tiny`` / ``--dry-run``).
 """
 
 from __future__ import annotations
@@ -74,14 +73,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # argparse's
+EXIT_NO_GPU = 4  # benchmarking.EXIT_NO_GPU, repeated so that --help and --dry-run import neither torch nor the package
 
 
-def no_gpu_status() -> int:
-    """The scripts' one 'no GPU' exit status where the package declares it (``benchmarking.EXIT_NO_GPU``),
-    else 2, what ``bench_sglang_ab.py`` returns without a GPU on this branch's base."""
-    from sglang_dsv4_sparse import benchmarking
-
-    return getattr(benchmarking, "EXIT_NO_GPU", 2)
 PAGE = 256  # SGLang's full-cache page (bench_sglang_ab.PAGE; repeated so --dry-run imports no SGLang)
 KEEP_EXAMPLES = 5  # mismatches, non-finite outputs and errors kept with their step
 MAX_ERRORS = 20  # steps that raised before the soak stops
@@ -155,8 +149,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Exit status: 0 ok; 1 mismatch, non-finite output, memory drift or a step error; "
-               f"{EXIT_USAGE} bad usage; without a CUDA GPU (and without --tiny / --dry-run) the scripts' no-GPU "
-               "status (benchmarking.EXIT_NO_GPU where the package has it, else 2, as bench_sglang_ab.py).",
+               f"{EXIT_USAGE} bad usage; {EXIT_NO_GPU} no CUDA GPU visible (without --tiny / --dry-run).",
     )
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="short GPU run: 300 steps, prompts up to 32k")
@@ -794,16 +787,14 @@ def main(argv=None) -> int:
     sys.path.insert(0, ROOT)
     import torch
 
+    from sglang_dsv4_sparse.benchmarking import no_gpu
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.tiny:
-        print("soak_sglang.py: error: no GPU visible: needs a CUDA GPU (or --tiny for a CPU plumbing check,"
-              " --dry-run for the schedule)", file=sys.stderr)
-        return no_gpu_status()
+        return no_gpu("soak_sglang.py", " (or --tiny for a CPU plumbing check, --dry-run for the schedule)")
     oracle = args.oracle or ("sglang" if device == "cuda" else "reference")
     if oracle == "sglang" and device != "cuda":
-        print("soak_sglang.py: error: no GPU visible: --oracle sglang needs a CUDA GPU (SGLang's backend runs"
-              " FlashMLA)", file=sys.stderr)
-        return no_gpu_status()
+        return no_gpu("soak_sglang.py", " for --oracle sglang (SGLang's backend runs FlashMLA)")
     if device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before the package's kernels are defined
     import bench_sglang_ab  # sets the indexer settings SGLang needs without DeepGEMM (as its own run does)

@@ -87,6 +87,7 @@ def test_without_a_gpu_it_stops_with_the_no_gpu_status(tmp_path):
                PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
     done = subprocess.run([sys.executable, SCRIPT, "--steps", "3"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == getattr(benchmarking, "EXIT_NO_GPU", 2), done.stdout + done.stderr
+    assert done.returncode == benchmarking.EXIT_NO_GPU, done.stdout + done.stderr
+    assert f"{benchmarking.EXIT_NO_GPU} no CUDA GPU visible" in " ".join(_run("--help", timeout=60).stdout.split())
     assert "no GPU visible: needs a CUDA GPU (or --tiny" in done.stderr
     assert not env_out.exists()  # nothing written
