@@ -73,9 +73,10 @@ def grid(args):
     return [("verify", *r) for r in verify] + [("draft_extend", *r) for r in drafts]
 
 
-class _spec_config:
-    """SGLang's backend reads the speculative settings (draft tokens, EAGLE top-k) from its server
-    config when it is built; a benchmark backend gets them here, as a serving process would."""
+class speculative_settings:
+    """SGLang's backend reads the speculative settings (draft tokens, EAGLE top-k 1: a chain) from its
+    server config when it is built; a backend built in this block gets them, as a serving process with MTP
+    on would (also used by ``soak_sglang.py``)."""
 
     def __init__(self, draft_tokens: int):
         self.draft_tokens = draft_tokens
@@ -148,7 +149,7 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps, breakdown=F
     dev = dep.device
     gen = torch.Generator(device=dev).manual_seed(3)
     ratios = ab.RATIOS if kind == "verify" else (0,)
-    with _spec_config(ntok):
+    with speculative_settings(ntok):
         fb, prefix, ext, bases = spec_batch(dep, kind, bs, ntok, ctx)
         raw, ids = dep.c4_picks(prefix, ext, bases, gen)
         q, sink = ab._query(bs * ntok, heads, gen, dev)

@@ -122,6 +122,8 @@ pool for both backends (requests arriving and finishing, extend, decode and mixe
 prefill of prompts up to 128k, prefix-cache hits, decode batches of 1 to 128, 8/16/64 heads, our routes on
 every layer), compares ours with SGLang's every 20th step within the kit's tolerance, checks for non-finite
 output and reads `torch.cuda.max_memory_allocated` every 500 steps after warm-up. Goal: 0 mismatches, 0 drift.
+The soak now also runs speculative rounds (a chain TARGET_VERIFY of 4 draft tokens a request, then its
+DRAFT_EXTEND, on backends built with MTP on); the run below predates them and has no GPU run with them yet.
 """,
     ("soak_sglang.py", "soak_sglang.json"),
     """

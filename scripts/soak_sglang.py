@@ -20,6 +20,12 @@ SGLang's scheduler would build them, through ``kit_runner.forward_batch``:
   requests), at 8, 16 or 64 real heads with the query zero-padded to 64 as
   the DSv4 model hands it over, with ``SGLANG_OPT_FLASHMLA_SPARSE_PREFILL``
   on or off at random for extends;
+* speculative rounds (MTP as the EAGLE draft, a chain): a DECODE turns, now
+  and then, into a TARGET_VERIFY of ``draft_tokens`` tokens a request (each
+  request then accepts 1 to ``draft_tokens`` of them), then the DRAFT_EXTEND
+  (window-only MTP layer) of ``draft_tokens`` rows a request ending at its
+  new length, as the kit's draft-extend cases lay it out; both on backends
+  built with MTP on;
 * both backends run every step on the same inputs: ``init_forward_metadata``,
   the C4 top-k written where SGLang's indexer writes it (random distinct
   request-local picks), then one layer of each kind (eager: decode CUDA
@@ -77,6 +83,8 @@ EXIT_NO_GPU = 4  # benchmarking.EXIT_NO_GPU, repeated so that --help and --dry-r
 
 
 PAGE = 256  # SGLang's full-cache page (bench_sglang_ab.PAGE; repeated so --dry-run imports no SGLang)
+# The speculative steps, by the names ForwardMode gives them (DRAFT_EXTEND runs as DRAFT_EXTEND_V2).
+SPEC_MODES = ("TARGET_VERIFY", "DRAFT_EXTEND")
 KEEP_EXAMPLES = 5  # mismatches, non-finite outputs and errors kept with their step
 MAX_ERRORS = 20  # steps that raised before the soak stops
 # Reported, not failed on: compared layers whose relative norm error passes this bound, the one
@@ -110,9 +118,15 @@ class Profile:
     p_long: float  # chance a step brings a long prompt (while fewer than max_long_prefilling are being prefilled)
     p_sparse: float  # chance an extend runs with SGLANG_OPT_FLASHMLA_SPARSE_PREFILL on
     progress_every: int
+    # Speculative (MTP / EAGLE, chain) rounds: a DECODE turns, with chance p_spec, into a TARGET_VERIFY of
+    # draft_tokens tokens a request, then its DRAFT_EXTEND (window-only MTP layer, draft_tokens rows a request).
+    draft_tokens: int = 0  # 0: no speculative steps
+    p_spec: float = 0.0
 
     def __post_init__(self):
+        # A verify step's draft tokens may run past the request's last token.
         longest = max(self.long_prompt[1] + self.long_gen[1], self.short_prompt[1] + self.short_gen[1])
+        longest += self.draft_tokens
         if longest > self.max_context or self.max_context % PAGE:
             raise ValueError(f"max_context {self.max_context} must be whole pages and hold {longest} tokens")
 
@@ -123,14 +137,14 @@ PROFILES = {
         long_prompt=(8192, 131072), short_prompt=(16, 4096), long_gen=(1, 32), short_gen=(1, 48),
         max_decode_bs=128, max_mixed_decodes=32, max_extend_reqs=8, max_long_prefilling=2, rows=192,
         pool_tokens=4 << 20, cache_entries=64, arrival_burst=16, system_prompt=8192, p_long=0.1, p_sparse=0.5,
-        progress_every=100,
+        progress_every=100, draft_tokens=4, p_spec=0.3,
     ),
     "quick": Profile(
         steps=300, max_context=32768 + PAGE, heads=(8, 16, 64), chunk_sizes=(8192, 16384), step_tokens=16384,
         long_prompt=(8192, 32768), short_prompt=(16, 4096), long_gen=(1, 32), short_gen=(1, 48),
         max_decode_bs=128, max_mixed_decodes=32, max_extend_reqs=8, max_long_prefilling=2, rows=192,
         pool_tokens=2 << 20, cache_entries=64, arrival_burst=24, system_prompt=4096, p_long=0.1, p_sparse=0.5,
-        progress_every=50,
+        progress_every=50, draft_tokens=4, p_spec=0.3,
     ),
     # CPU (Triton interpreter: a paged-route query row costs about 2 s a step, so sparse prefill comes more
     # often): a handful of steps of a few tokens; a "long" prompt takes several chunks of 4 or 8, hits extend
@@ -140,7 +154,7 @@ PROFILES = {
         long_prompt=(12, 24), short_prompt=(1, 4), long_gen=(1, 3), short_gen=(1, 3),
         max_decode_bs=3, max_mixed_decodes=1, max_extend_reqs=2, max_long_prefilling=1, rows=6,
         pool_tokens=32 * PAGE, cache_entries=4, arrival_burst=2, system_prompt=PAGE, p_long=0.5, p_sparse=0.75,
-        progress_every=1,
+        progress_every=1, draft_tokens=2, p_spec=0.5,
     ),
 }
 
@@ -191,7 +205,7 @@ def parse_args(argv=None):
 class Request:
     rid: int
     row: int  # req_to_token row
-    pages: list  # full-cache pages covering ``target`` tokens
+    pages: list  # full-cache pages covering ``target`` tokens and the table's spare tokens
     seq: int  # tokens in the cache
     prompt: int
     target: int  # prompt + generated tokens: the request finishes there
@@ -214,10 +228,13 @@ class Table:
     prefix cache holds the page-aligned prefix of a finished request.
     """
 
-    def __init__(self, req_to_token, num_pages: int, rows: int, cache_entries: int, rng: random.Random):
+    def __init__(self, req_to_token, num_pages: int, rows: int, cache_entries: int, rng: random.Random,
+                 spare_tokens: int = 0):
         import torch
 
         self.req_to_token = req_to_token
+        # Pages past a request's last token for a verify step's draft tokens (within its req_to_token row).
+        self.spare_tokens = spare_tokens
         self.free_rows = list(range(rows))
         pages = list(range(1, num_pages))  # page 0 stays unused, as in SGLang
         rng.shuffle(pages)
@@ -254,7 +271,8 @@ class Table:
             return None
         for page in hit_pages:  # held before anything is evicted to make room
             self.refs[page] += 1
-        own = self._take(-(-target // PAGE) - len(hit_pages))
+        tokens = min(target + self.spare_tokens, self.req_to_token.shape[1])
+        own = self._take(-(-tokens // PAGE) - len(hit_pages))
         if own is None:
             self._drop(hit_pages)
             return None
@@ -318,9 +336,9 @@ class Table:
 @dataclass
 class Step:
     index: int  # -1 for warm-up steps
-    mode: str  # EXTEND, MIXED or DECODE
+    mode: str  # EXTEND, MIXED, DECODE, TARGET_VERIFY or DRAFT_EXTEND
     heads: int
-    sparse: Optional[bool]  # SGLANG_OPT_FLASHMLA_SPARSE_PREFILL (extends); None for decodes
+    sparse: Optional[bool]  # SGLANG_OPT_FLASHMLA_SPARSE_PREFILL (extends); None for decodes and speculative steps
     reqs: list  # Request, in batch order (prefilling ones first)
     ext: list  # query rows of each
     label: str = ""
@@ -357,6 +375,8 @@ class Scheduler:
         self.rng = rng
         self.stats = collections.Counter()
         self.decode_bs = collections.Counter()  # bucket -> steps
+        self.verify_bs = collections.Counter()
+        self.pending_draft: Optional[Step] = None  # the draft extend that follows the last verify step
         self.max_live = 0
         self.max_seq = 0
         self.max_tokens = 0
@@ -410,6 +430,11 @@ class Scheduler:
     # ---- batches -------------------------------------------------------------
 
     def next_step(self, index: int) -> Optional[Step]:
+        if self.pending_draft is not None:
+            # SGLang runs the draft model's extend right after its verify, in the same scheduler round.
+            step, self.pending_draft = self.pending_draft, None
+            step.index = index
+            return step
         self._churn()
         rng, p = self.rng, self.p
         prefilling = [r for r in self.table.live if r.prefilling]
@@ -438,10 +463,17 @@ class Scheduler:
             picked = rng.sample(decoding, bs)
             reqs += picked
             ext += [1] * bs
-            if mode == "DECODE":
-                self.decode_bs[_bucket(bs)] += 1
+        if mode == "DECODE" and p.draft_tokens and rng.random() < p.p_spec:
+            # A speculative round instead: every picked request with room for the draft tokens, and with
+            # as many tokens after it as its draft extend's rows.
+            room = [r for r in reqs if r.seq + p.draft_tokens <= len(r.pages) * PAGE and r.seq + 1 >= p.draft_tokens]
+            if room:
+                mode, reqs, ext = "TARGET_VERIFY", room, [p.draft_tokens] * len(room)
+                self.verify_bs[_bucket(len(room))] += 1
+        if mode == "DECODE":
+            self.decode_bs[_bucket(len(reqs))] += 1
         heads = rng.choice(p.heads)
-        sparse = None if mode == "DECODE" else rng.random() < p.p_sparse
+        sparse = rng.random() < p.p_sparse if mode in ("EXTEND", "MIXED") else None
         return Step(index, mode, heads, sparse, reqs, ext)
 
     def advance(self, step: Step) -> None:
@@ -450,6 +482,24 @@ class Scheduler:
         if step.sparse is not None:
             self.stats[f"extends with sparse prefill {'on' if step.sparse else 'off'}"] += 1
         self.max_tokens = max(self.max_tokens, step.num_tokens)
+        if step.mode == "TARGET_VERIFY":
+            # Each request keeps the draft tokens that matched plus the bonus token: 1..S. The draft extend
+            # that follows has SGLang's static layout, S rows a request, here its last S positions (as the
+            # kit's draft-extend cases lay them out: SGLang hands other row counts to its own attention).
+            drafts = step.ext[0]
+            for req in step.reqs:
+                self.max_seq = max(self.max_seq, req.seq + drafts)
+                accepted = self.rng.randint(1, drafts)
+                self.stats[f"verified requests accepting {accepted} of {drafts}"] += 1
+                req.seq += accepted
+            draft = Step(-1, "DRAFT_EXTEND", step.heads, None, list(step.reqs), [drafts] * len(step.reqs))
+            draft.prefix = [r.seq - drafts for r in step.reqs]
+            self.pending_draft = draft
+            return
+        if step.mode == "DRAFT_EXTEND":  # it recomputes the tokens its verify step added
+            for req in step.reqs:
+                self._finish_if_done(req)
+            return
         for req, e in zip(step.reqs, step.ext):
             self.max_seq = max(self.max_seq, req.seq + e)
             if req.prefilling:
@@ -464,13 +514,17 @@ class Scheduler:
                     self.stats[f"long prompts prefilled in {_bucket(req.extends)} chunks"] += 1
             else:
                 req.seq += e
-            if req.seq >= req.target:
-                self.stats["finished"] += 1
-                self.table.release(req, cache_prefix=self.rng.random() < self.P_CACHE)
+            self._finish_if_done(req)
+
+    def _finish_if_done(self, req: Request) -> None:
+        if req.seq >= req.target:
+            self.stats["finished"] += 1
+            self.table.release(req, cache_prefix=self.rng.random() < self.P_CACHE)
 
     def coverage(self) -> dict:
         return dict(stats=dict(sorted(self.stats.items())),
                     decode_batch_sizes={k: self.decode_bs[k] for k in sorted(self.decode_bs, key=_bucket_key)},
+                    verify_batch_sizes={k: self.verify_bs[k] for k in sorted(self.verify_bs, key=_bucket_key)},
                     max_live_requests=self.max_live, max_seq_len=self.max_seq, max_step_tokens=self.max_tokens)
 
 
@@ -491,7 +545,8 @@ def envelope_steps(profile: Profile) -> list:
     Every extend the schedule draws has at most ``step_tokens`` extend tokens, at
     most ``max_extend_reqs`` prefilling requests and ``max_mixed_decodes`` decode
     rows, every request at most ``max_context`` tokens; a DECODE at most
-    ``max_decode_bs`` requests. Here every request sits at ``max_context`` (all
+    ``max_decode_bs`` requests, and so a speculative round (``draft_tokens`` a
+    request). Here every request sits at ``max_context`` (all
     sharing one pinned prefix, as prefix-cache hits do), so after these steps
     the peak memory of a step of the stream is reached already. Returns
     ``(label, mode, [(prefix, ext)] of extend requests, decode rows)``.
@@ -502,20 +557,25 @@ def envelope_steps(profile: Profile) -> list:
     n = min(p.max_extend_reqs, p.step_tokens)
     # step_tokens split over n prompts, each ending at max_context.
     many = [(ctx - e, e) for e in (p.step_tokens // n + (i < p.step_tokens % n) for i in range(n))]
-    return [
+    shapes = [
         ("envelope: one chunk", "EXTEND", [(ctx - one, one)], 0),
         ("envelope: many prompts", "EXTEND", many, 0),
         ("envelope: mixed", "MIXED", many, p.max_mixed_decodes),
         ("envelope: decode", "DECODE", [], p.max_decode_bs),
     ]
+    if p.draft_tokens:
+        shapes += [("envelope: verify", "TARGET_VERIFY", [], p.max_decode_bs),
+                   ("envelope: draft extend", "DRAFT_EXTEND", [], p.max_decode_bs)]
+    return shapes
 
 
 def build_envelope(profile: Profile, table: Table, pinned: tuple, shape) -> tuple:
     """The requests of one envelope step (each shares the pinned prefix) and its Step (index -1)."""
     label, mode, extends, decodes = shape
     ctx = profile.max_context
+    per_req = profile.draft_tokens if mode in SPEC_MODES else 1  # a decode row's tokens
     reqs, ext = [], []
-    for prefix, e in extends + [(ctx - 1, 1)] * decodes:
+    for prefix, e in extends + [(ctx - per_req, per_req)] * decodes:
         req = table.admit(prompt=prefix + e, target=prefix + e, chunk=e, long=False, hit_pages=pinned[: prefix // PAGE])
         if req is None:
             raise RuntimeError(f"{label}: the pool or the table cannot hold the warm-up step")
@@ -551,18 +611,19 @@ class Soak:
         self.req_to_token = self.dep.runner.req_to_token_pool.req_to_token
         self.names = ("sglang", "ours") if device == "cuda" else ("ours",)
         self.backends = {name: kit_runner.BACKENDS[name](self.dep.runner) for name in self.names}
-        self.ours = self.backends["ours"]
+        # The speculative steps run on backends built with MTP on (its draft-token count), as a server
+        # with --speculative-algorithm builds them; the other steps on the plain ones.
+        self.spec_backends = {}
+        if self.p.draft_tokens:
+            from bench_sglang_verify import speculative_settings
+
+            with speculative_settings(self.p.draft_tokens):
+                self.spec_backends = {name: kit_runner.BACKENDS[name](self.dep.runner) for name in self.names}
         self.fallbacks = collections.Counter()
         self._step_fallbacks = 0
-        original = self.ours._note_fallback
-
-        def counting(reason, _original=original):
-            # Instance attribute over the class's method: every call, not only the first one logged.
-            self.fallbacks[str(reason)] += 1
-            self._step_fallbacks += 1
-            return _original(reason)
-
-        self.ours._note_fallback = counting
+        for backends in (self.backends, self.spec_backends):
+            if backends:
+                self._count_fallbacks(backends["ours"])
         self.gen = torch.Generator(device=device).manual_seed(args.seed)
         self.layers = {}
         self.plan_routes = collections.Counter()
@@ -572,6 +633,17 @@ class Soak:
         self.worst = None  # the largest worst_error of any compared layer
         self.max_abs = 0.0
         self.rel = 0.0
+
+    def _count_fallbacks(self, ours) -> None:
+        original = ours._note_fallback
+
+        def counting(reason, _original=original):
+            # Instance attribute over the class's method: every call, not only the first one logged.
+            self.fallbacks[str(reason)] += 1
+            self._step_fallbacks += 1
+            return _original(reason)
+
+        ours._note_fallback = counting
 
     def layer(self, layer_id: int, heads: int):
         key = (layer_id, heads)
@@ -610,7 +682,13 @@ class Soak:
         pos = torch.cat([torch.arange(s, s + e, device=dev) for s, e in zip(prefix, ext)])
         rows_of_token = torch.repeat_interleave(torch.tensor(rows, device=dev), torch.tensor(ext, device=dev))
         locs = self.req_to_token[rows_of_token, pos].long()
-        fb = self.kr.forward_batch(self.dep.runner, step.mode, rows, prefix, ext, locs, dev)
+        spec = step.mode in SPEC_MODES
+        backends = self.spec_backends if spec else self.backends
+        ours = backends["ours"]
+        ratios = (0,) if step.mode == "DRAFT_EXTEND" else self.ab.RATIOS  # the MTP layer is window-only
+        fb = self.kr.forward_batch(self.dep.runner, "EXTEND" if spec else step.mode, rows, prefix, ext, locs, dev)
+        if spec:
+            self._make_speculative(fb, step)
         raw, ids = self.c4_picks(rows_of_token, pos)
         q, sink = self.ab._query(step.num_tokens, heads, self.gen, dev)
         flag = (envs.SGLANG_OPT_FLASHMLA_SPARSE_PREFILL.override(step.sparse) if step.sparse is not None
@@ -619,20 +697,21 @@ class Soak:
         self._step_fallbacks = 0
         try:
             with torch.no_grad(), flag:
-                for backend in self.backends.values():
+                for backend in backends.values():
                     with forward_context(ForwardContext(attn_backend=backend)):
                         backend.init_forward_metadata(fb)
-                        self.ab._write_c4(backend, raw, ids)  # where SGLang's indexer writes its top-k
-                plan = getattr(self.ours, "_dsv4_step", None)
+                        if 4 in ratios:
+                            self.ab._write_c4(backend, raw, ids)  # where SGLang's indexer writes its top-k
+                plan = getattr(ours, "_dsv4_step", None)
                 if plan is None:
                     self.handed_to_sglang += 1
                 else:
-                    self.plan_routes[str(getattr(plan, "route", "?"))] += 1
+                    self.plan_routes[self.kr.our_route(plan)] += 1  # "verify": the verify kernel's grouping
                 reference = self._reference_inputs(step, pos) if compare and self.oracle == "reference" else None
-                for layer_id, ratio in enumerate(self.ab.RATIOS):
+                for layer_id, ratio in enumerate(ratios):
                     layer = self.layer(layer_id, heads)
                     outs = {}
-                    for name, backend in self.backends.items():
+                    for name, backend in backends.items():
                         with forward_context(ForwardContext(attn_backend=backend)):
                             outs[name] = backend.forward(q=q, k=q, v=q, layer=layer, forward_batch=fb,
                                                          compress_ratio=ratio, save_kv_cache=False, attn_sink=sink)
@@ -652,6 +731,22 @@ class Soak:
             if self._step_fallbacks:
                 self.steps_with_fallback += 1
         return seen
+
+    def _make_speculative(self, fb, step: Step) -> None:
+        """Make an extend batch of ``step``'s rows the speculative batch SGLang's EAGLE worker hands over:
+        a chain verify (``seq_lens`` the committed tokens), or the draft extend of the accepted tokens."""
+        from types import SimpleNamespace
+
+        from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+        # What the kit's helpers read of a case: one draft (or accepted) count a batch, and the prefixes.
+        case = SimpleNamespace(batch_size=len(step.reqs), prefix_lens=list(step.prefix), input_lens=list(step.ext))
+        if step.mode == "TARGET_VERIFY":
+            fb.forward_mode = ForwardMode.TARGET_VERIFY
+            self.kr.prepare_verify_batch(case, fb, self.device)
+        else:
+            fb.forward_mode = ForwardMode.DRAFT_EXTEND_V2
+            self.kr.prepare_draft_extend_batch(case, fb, self.device)
 
     def _compare(self, seen: dict, ratio: int, mine, expected) -> None:
         worst, max_abs, rel = self._worst(mine, expected)
@@ -749,7 +844,8 @@ def dry_run(args) -> int:
     p = args.profile
     rng = random.Random(args.seed)
     req_to_token = torch.zeros(p.rows, -(-p.max_context // PAGE) * PAGE, dtype=torch.int32)
-    sched = Scheduler(p, Table(req_to_token, p.pool_tokens // PAGE + 1, p.rows, p.cache_entries, rng), rng)
+    table = Table(req_to_token, p.pool_tokens // PAGE + 1, p.rows, p.cache_entries, rng, spare_tokens=p.draft_tokens)
+    sched = Scheduler(p, table, rng)
     heads = collections.Counter()
     done = 0
     while done < args.steps:
@@ -811,7 +907,8 @@ def main(argv=None) -> int:
         # full-to-SWA map folds full ids onto it all the same): the CPU check builds in a second, not six.
         bench_sglang_ab.SWA_POOL_TOKENS = min(bench_sglang_ab.SWA_POOL_TOKENS, 1 << 15)
     soak = Soak(args, device, oracle)
-    table = Table(soak.req_to_token, soak.dep.full_tokens // PAGE, p.rows, p.cache_entries, rng)
+    table = Table(soak.req_to_token, soak.dep.full_tokens // PAGE, p.rows, p.cache_entries, rng,
+                  spare_tokens=p.draft_tokens)
     sched = Scheduler(p, table, rng)
     print(f"deployment: {soak.dep.full_tokens} full-cache tokens, {p.rows} request rows, context {soak.dep.max_context},"
           f" built in {soak.build_s:.0f} s; backends {', '.join(soak.names)}; oracle {oracle}; profile {args.profile_name}",
@@ -858,7 +955,7 @@ def main(argv=None) -> int:
         pinned = table.pin(p.max_context)
         for shape in envelope_steps(p):
             for heads in p.heads:
-                for sparse in ((None,) if shape[1] == "DECODE" else (True, False)):
+                for sparse in ((True, False) if shape[1] in ("EXTEND", "MIXED") else (None,)):
                     reqs, step = build_envelope(p, table, pinned, shape)
                     step.heads, step.sparse = heads, sparse
                     run_one(step, compare=True)
@@ -971,7 +1068,8 @@ def print_summary(r: dict, path: str) -> None:
         f"soak: fallbacks: {fb['calls']} calls in {fb['steps_with_fallback']} steps, {fb['steps_handed_to_sglang']} steps"
         f" handed to SGLang" + "".join(f"\n  fallback x{n}: {why}" for why, n in fb["reasons"].items()),
         f"soak: routes: plan {r['routes']['plan']}" + (f", layers {r['routes']['layers']}" if r["routes"]["layers"] else ""),
-        f"soak: coverage: heads {cov['heads']}, decode batch sizes {cov['decode_batch_sizes']}, max live"
+        f"soak: coverage: heads {cov['heads']}, decode batch sizes {cov['decode_batch_sizes']}"
+        + (f", verify batch sizes {cov['verify_batch_sizes']}" if cov.get("verify_batch_sizes") else "") + ", max live"
         f" {cov['max_live_requests']}, max seq {cov['max_seq_len']}, max step tokens {cov['max_step_tokens']}",
         "soak: " + ", ".join(f"{k} {v}" for k, v in cov["stats"].items() if not k.startswith("steps ")),
     ]

@@ -42,7 +42,11 @@ def test_full_schedule_covers_the_issue():
     report = json.loads(done.stdout)
     assert report["steps"] == 2000 and set(report["heads"]) == {"8", "16", "64"}
     stats = report["coverage"]["stats"]
-    assert all(stats[f"steps {mode}"] > 100 for mode in ("EXTEND", "MIXED", "DECODE"))
+    assert all(stats[f"steps {mode}"] > 100 for mode in ("EXTEND", "MIXED", "DECODE", "TARGET_VERIFY", "DRAFT_EXTEND"))
+    # Every verify step is followed by its draft extend; requests accept each count of the 4 draft tokens.
+    assert stats["steps TARGET_VERIFY"] == stats["steps DRAFT_EXTEND"]
+    assert all(stats[f"verified requests accepting {n} of 4"] > 100 for n in (1, 2, 3, 4))
+    assert report["coverage"]["verify_batch_sizes"]["1"] > 0 and report["coverage"]["verify_batch_sizes"]["128"] > 0
     assert stats["extends with sparse prefill on"] and stats["extends with sparse prefill off"]
     for chunk in (8192, 16384, 32768):
         assert stats[f"arrived long (chunks of {chunk})"] > 0
@@ -56,19 +60,23 @@ def test_full_schedule_covers_the_issue():
 @pytest.mark.skipif(not HAVE_SGLANG, reason="SGLang is not installed")
 def test_tiny_soak_reports(tmp_path):
     out = tmp_path / "soak.json"
-    # Seed 18's six tiny steps: EXTEND, MIXED and DECODE, a chunked prompt, a prefix hit, sparse prefill on and off.
-    done = _run("--tiny", "--steps", "6", "--seed", "18", "--compare-every", "2", "--json", str(out))
+    # Seed 2's six tiny steps: EXTEND, MIXED, DECODE, a verify and its draft extend, a chunked prompt, a prefix
+    # hit, sparse prefill on and off; each compared.
+    done = _run("--tiny", "--steps", "6", "--seed", "2", "--compare-every", "1", "--json", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "== soak_sglang" in done.stdout and "soak: OK" in done.stdout
     report = json.loads(out.read_text())
     assert report["ok"] and not report["failures"]
     assert report["steps_run"] == 6 and report["stopped_by"] == "steps"
-    assert report["compared_steps"] >= 3 and report["mismatches"] == 0 and report["worst_error"] <= 1
+    assert report["compared_steps"] == 6 and report["mismatches"] == 0 and report["worst_error"] <= 1
     assert report["nonfinite_steps"] == 0 and report["errors"] == 0
     assert report["fallbacks"]["steps_handed_to_sglang"] == 0 and report["fallbacks"]["calls"] == 0
-    assert sum(report["routes"]["plan"].values()) == 6
+    # Every step planned by our backend (on a GPU the warm-up's envelope steps too).
+    assert sum(report["routes"]["plan"].values()) == 6 + report["warmup_steps"]
+    assert report["routes"]["plan"]["verify"] >= 2  # the verify step and its draft extend, on the verify kernel
     stats = report["coverage"]["stats"]
-    assert {k for k in stats if k.startswith("steps ")} == {"steps EXTEND", "steps MIXED", "steps DECODE"}
+    assert {k for k in stats if k.startswith("steps ")} == {
+        "steps EXTEND", "steps MIXED", "steps DECODE", "steps TARGET_VERIFY", "steps DRAFT_EXTEND"}
     assert stats["first extends after a prefix hit"] and stats["long-prompt chunks"] >= 2
     memory = report["memory"]
     if report["config"]["device"] == "cpu":

@@ -568,7 +568,7 @@ class _SpecFixture(_Fixture):
         if backend_name == "sglang":
             route, ours_ran, who = "sglang", None, "SGLang's backend"
         else:
-            route = _our_route(step)
+            route = our_route(step)
             ours_ran = step is not None and not sglang_layers
             who = "our backend handed the step to it" if step is None else "our backend handed a layer to it"
         note = ""
@@ -580,7 +580,7 @@ class _SpecFixture(_Fixture):
                          ours_ran, note)
 
 
-def _our_route(step) -> str:
+def our_route(step) -> str:
     """Our plan's route for the step: ``"verify"`` where it groups each request's draft tokens for the
     verify kernel (``StepState.verify``), else its ``route``; ``"sglang"`` where it handed the step over."""
     if step is None:
@@ -593,7 +593,7 @@ def run_spec_case(kind: str, *, ratio: int, real_heads: int, drafts: int, prefix
     """Run one verify (``kind="verify"``) or draft-extend (``"draft_ext"``) case on each backend: ``{name: KitResult}``.
 
     ``KitResult.ours_ran`` says whether our core ran the attention (``route``:
-    our plan's route, see :func:`_our_route`).
+    our plan's route, see :func:`our_route`).
     """
     case = spec_case(kind, ratio=ratio, real_heads=real_heads, drafts=drafts, prefix_lens=prefix_lens)
     fixture = _SpecFixture(case, real_heads=real_heads, device=device, testcase=testcase)
