@@ -506,15 +506,7 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
         if dev != "cuda":
             row["step"] = events_ms(body, reps)
             return row
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            body()
+        graph, _ = capture_graph(body)
         if name == "ours_static" and backend._dsv4_step is None:
             raise RuntimeError("our backend left the decode step to SGLang")
         backend.init_forward_metadata_out_graph(fb)
@@ -522,6 +514,21 @@ def bench_decode_graph(dep, factory, name, heads, bs, ctx, reps):
         row["meta_out_graph"] = _wall_ms(lambda: backend.init_forward_metadata_out_graph(fb), dev, reps)
     del graph, backend
     return row
+
+
+def capture_graph(body):
+    """``(graph, what the captured call returned)``: ``body`` run twice on a side stream (the warm-up torch's
+    capture wants: lazy allocations and autotuning happen outside the graph), then captured."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outs = body()
+    return graph, outs
 
 
 def _default_out_dir() -> str:
@@ -782,7 +789,7 @@ def print_tables(meta, rows, markdown=False):
     lines = [f"== sglang A/B, extend ({header}); ms, SGLang / ours, ratio = ours / SGLang step;"
              " routes: ours per layer kind (S = SGLang's); static = ours with our routes on every layer"]
     lines += _render(extend, markdown)
-    lines.append(f"== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
+    lines.append("== sglang A/B, CUDA-graph decode (SWA + C4 + C128 layer per replay); ms, SGLang / ours")
     lines += _render(decode, markdown)
     print("\n".join(lines))
 

@@ -179,15 +179,7 @@ def bench_spec(dep, factory, name, kind, heads, bs, ntok, ctx, reps, breakdown=F
             row["route"] = _route(backend, heads)
             return row
         backend.init_forward_metadata_out_graph(fb, in_capture=True)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                body()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            outs = body()
+        graph, outs = ab.capture_graph(body)
         row["route"] = _route(backend, heads)
         backend.init_forward_metadata_out_graph(fb)
         graph.replay()
