@@ -20,7 +20,8 @@ step replay's kernels (PyTorch profiler), so a missed row shows which layer
 and which kernel bound it. ``--sweep`` times the verify kernel on the inputs
 the ``static`` variant handed it, over launch configurations and split
 counts (CUDA-graph replays of the kernel alone): the data behind
-``configs.VERIFY_CONFIGS_*`` and the split rule. ``--tiny`` is a CPU plumbing
+``configs.VERIFY_CONFIGS_*`` and the split rule, and the paged decode kernel
+on the same rows (each draft token its own query) beside it. ``--tiny`` is a CPU plumbing
 check (our backend only, eager). Exit status 4 without a GPU (and without
 --tiny).
 """
@@ -300,9 +301,31 @@ def sweep_verify_calls(calls, ratios, configs=None, splits_list=SWEEP_SPLITS, ti
                 cells[f"{cfg or 'default'}/{splits or 'rule'}"] = us
         timed = {k: v for k, v in cells.items() if isinstance(v, float)}
         best = min(timed, key=timed.get) if timed else None
-        result[f"c{ratio}"] = dict(default=cells.get("default/rule"), best=best,
-                                   best_us=timed.get(best), cells=cells)
+        # The other way to run these rows at the real heads: each draft token a decode query of the paged
+        # decode kernel (no rows shared), beside the layer SGLang runs (--breakdown's layer times).
+        try:
+            per_token = 1e3 * timer_ms(_decode_per_token(args, kwargs))
+        except Exception as exc:
+            per_token = f"{type(exc).__name__}"
+        result[f"c{ratio}"] = dict(default=cells.get("default/rule"), best=best, best_us=timed.get(best),
+                                   decode_per_token_us=per_token, cells=cells)
     return result
+
+
+def _decode_per_token(args, kwargs):
+    """The paged decode kernel on a recorded verify call's rows: each token its own query (``[T, 1, h]``)."""
+    import inspect
+
+    from sglang_dsv4_sparse.kernels.sparse_attn import sparse_mla_decode_paged
+    from sglang_dsv4_sparse.kernels.sparse_attn import verify_paged
+
+    a = inspect.signature(verify_paged.sparse_mla_verify_paged).bind(*args, **kwargs).arguments
+    extra = {}
+    if a.get("extra_k_cache") is not None:
+        extra = dict(extra_k_cache=a["extra_k_cache"], extra_indices_in_kvcache=a["extra_indices"][:, None],
+                     extra_topk_length=a.get("extra_lens"), extra_page_size=a.get("extra_page_size"))
+    return lambda: sparse_mla_decode_paged(a["q"][:, None], a["swa_cache"], a["swa_indices"][:, None], a["swa_lens"],
+                                           a.get("attn_sink"), page_size=a.get("swa_page_size"), **extra)
 
 
 def _route(backend, heads):
@@ -474,15 +497,18 @@ def print_breakdown(rows, markdown=False):
         print("\n".join(ab._render(table, markdown)))
     swept = [r for r in rows if "sweep" in r.get("ours_static", {})]
     if swept:
-        table = [["kind", "heads", "bs", "draft", "ctx", "layer", "default us", "best us", "best config/splits"]]
+        def us(v):
+            return f"{v:.1f}" if isinstance(v, float) else ("-" if v is None else str(v))
+
+        table = [["kind", "heads", "bs", "draft", "ctx", "layer", "default us", "best us", "best config/splits",
+                  "decode kernel per token us"]]
         for r in swept:
             for layer, cell in r["ours_static"]["sweep"].items():
-                default, best = cell.get("default"), cell.get("best_us")
-                table.append([r["kind"], r["heads"], r["bs"], r["ntok"], r["ctx"], layer,
-                              f"{default:.1f}" if isinstance(default, float) else str(default),
-                              "-" if best is None else f"{best:.1f}", cell.get("best") or "-"])
+                table.append([r["kind"], r["heads"], r["bs"], r["ntok"], r["ctx"], layer, us(cell.get("default")),
+                              us(cell.get("best_us")), cell.get("best") or "-", us(cell.get("decode_per_token_us"))])
         print(("\n" if markdown else "== ") + "Verify kernel alone (--sweep): the shipped launch against the best "
-              "config and split count timed" + (":\n" if markdown else ""))
+              "config and split count timed, and the paged decode kernel on the same rows (each draft token its "
+              "own query)" + (":\n" if markdown else ""))
         print("\n".join(ab._render(table, markdown)))
 
 

@@ -28,7 +28,7 @@ def _row(kind, heads, with_parts):
             row[name]["kernels_us"] = {"flash_fwd_splitkv_mla_kernel": 30.25, "other": 4.0, "total": 34.25 + i}
     if with_parts:
         row["ours_static"]["sweep"] = {
-            r: dict(default=21.5, best="n32w4s2/8", best_us=9.75,
+            r: dict(default=21.5, best="n32w4s2/8", best_us=9.75, decode_per_token_us=17.25,
                     cells={"default/rule": 21.5, "n32w4s2/8": 9.75, "n64w8s2/64": "OutOfResources"})
             for r in ratios
         }
@@ -54,7 +54,7 @@ def test_breakdown_and_sweep_tables(tmp_path):
     assert "34.2 / 35.2 / 36.2" in text and "flash_fwd_splitkv_mla_kernel 30.2" in text
     assert "| draft_extend | 8 | 8 | 4 | 8192 | 11.5 / 12.5 / 13.5 | - / - / - | - / - / - |" in text
     assert "Verify kernel alone (--sweep)" in text
-    assert "| verify | 8 | 8 | 4 | 8192 | c128 | 21.5 | 9.8 | n32w4s2/8 |" in text
+    assert "| verify | 8 | 8 | 4 | 8192 | c128 | 21.5 | 9.8 | n32w4s2/8 | 17.2 |" in text
 
 
 def test_without_breakdown_no_breakdown_tables(tmp_path):
@@ -113,5 +113,11 @@ def test_sweep_times_each_setting_on_the_recorded_call():
     assert all(isinstance(v, float) and v > 0 for v in cells.values())
     assert swept["c0"]["best"] in cells and swept["c0"]["best_us"] == min(cells.values())
     assert swept["c0"]["default"] == cells["default/rule"]
+    assert isinstance(swept["c0"]["decode_per_token_us"], float)  # the paged decode kernel on the same rows
+    # ... which are the same rows: each draft token, as its own decode query, gives the verify kernel's answer.
+    from testing import assert_attention_close
+
+    per_token, _ = verify._decode_per_token(*calls[0])()
+    assert_attention_close(per_token[:, 0], expected, "decode kernel per token")
     assert torch.isfinite(expected.float()).all()
     assert verify.sweep_configs()[0] is not None and len(set(verify.sweep_configs())) == len(verify.sweep_configs())
