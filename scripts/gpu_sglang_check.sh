@@ -14,7 +14,7 @@
 #       (scripts/bench_sglang_ab.py; --quick trims it), and the verify /
 #       draft-extend CUDA-graph A/B (scripts/bench_sglang_verify.py --breakdown:
 #       each layer and kernel's time; --verify-sweep adds its --sweep of the
-#       verify kernel's launch configs and split counts, a few minutes more);
+#       verify kernel's launch configs and split counts, not yet timed on a GPU);
 #   (e) the short churn soak of both backends on one pool
 #       (scripts/soak_sglang.py --quick: 300 random steps, compared every 20th).
 # Logs and JSON go to $OUT (or ./gpu_check_out); a summary table comes last.
