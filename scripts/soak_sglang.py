@@ -573,7 +573,7 @@ def build_envelope(profile: Profile, table: Table, pinned: tuple, shape) -> tupl
     """The requests of one envelope step (each shares the pinned prefix) and its Step (index -1)."""
     label, mode, extends, decodes = shape
     ctx = profile.max_context
-    per_req = profile.draft_tokens if mode in SPEC_MODES else 1  # a decode row's tokens
+    per_req = profile.draft_tokens if mode in SPEC_MODES else 1  # query rows of a decoding request
     reqs, ext = [], []
     for prefix, e in extends + [(ctx - per_req, per_req)] * decodes:
         req = table.admit(prompt=prefix + e, target=prefix + e, chunk=e, long=False, hit_pages=pinned[: prefix // PAGE])
@@ -734,7 +734,7 @@ class Soak:
 
     def _make_speculative(self, fb, step: Step) -> None:
         """Make an extend batch of ``step``'s rows the speculative batch SGLang's EAGLE worker hands over:
-        a chain verify (``seq_lens`` the committed tokens), or the draft extend of the accepted tokens."""
+        a chain verify (``seq_lens`` the committed tokens), or a draft extend (``seq_lens`` counting its rows)."""
         from types import SimpleNamespace
 
         from sglang.srt.model_executor.forward_batch_info import ForwardMode

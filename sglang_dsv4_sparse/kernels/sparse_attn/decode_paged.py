@@ -398,16 +398,18 @@ def _merge_splits_kernel(
     tl.store(lse_ptr + stat, lse, mask=head_ok & (d_block == 0))
 
 
-def split_keys(programs: int, head_blocks: int, total_blocks: int, slots: int, block_n: int,
+def split_keys(groups: int, head_blocks: int, total_blocks: int, slots: int, block_n: int,
                num_splits: Optional[int], rows: int, h_q: int, out: torch.Tensor, lse: torch.Tensor) -> tuple:
     """One launch's split-KV plan and partial buffers: ``(splits, key blocks a split, part_o, part_lse)``.
 
-    ``programs x head_blocks`` programs walk ``total_blocks`` key blocks;
-    ``num_splits`` overrides the shape rule (``configs.plan_splits``). With one
-    split the partials are ``out`` / ``lse`` themselves (never written)."""
+    Before splitting, the grid is ``groups x head_blocks`` programs (decode: one
+    group a query row; verify: one a request), each walking ``total_blocks``
+    key blocks; ``num_splits`` overrides the shape rule (``configs.plan_splits``).
+    The partials hold ``rows x h_q`` query heads; with one split they are
+    ``out`` / ``lse`` themselves (never written)."""
     if num_splits is None:
         min_blocks = max(1, MIN_KEYS_PER_SPLIT // block_n)
-        splits, per_split = plan_splits(programs, head_blocks, total_blocks, slots, min_blocks)
+        splits, per_split = plan_splits(groups, head_blocks, total_blocks, slots, min_blocks)
     else:
         per_split = triton.cdiv(max(total_blocks, 1), min(num_splits, max(total_blocks, 1)))
         splits = triton.cdiv(max(total_blocks, 1), per_split)
